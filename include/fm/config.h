@@ -1,0 +1,60 @@
+/* The run's configuration: INI sections [data] [path] [model] [optim] [train] [sample] [output],
+ * every key overridable as --section.key=value. One table describes every key (type, default,
+ * range, meaning), so parsing, validation, printing and the README's key list agree. */
+#ifndef FM_CONFIG_H
+#define FM_CONFIG_H
+
+#include "fm/mlp.h"
+
+#define FM_NAME_MAX 32
+#define FM_PATH_MAX 1024
+
+typedef struct {
+    /* [data] */
+    char target[FM_NAME_MAX]; /* gmm_ring | gmm_random | gaussian */
+    long dim, modes, mean_seed;
+    double radius, std, x_offset, scale, source_std;
+    /* [path] */
+    char schedule[FM_NAME_MAX];
+    double eps, sigma_min;
+    /* [model] */
+    int hidden[FM_MLP_MAX_LAYERS];
+    long nhidden;
+    char activation[FM_NAME_MAX], time_embed[FM_NAME_MAX];
+    /* [optim] */
+    double lr, beta1, beta2, adam_eps, clip;
+    char lr_schedule[FM_NAME_MAX];
+    long warmup;
+    /* [train] */
+    long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, threads;
+    char resume[FM_NAME_MAX]; /* auto | never | always */
+    /* [sample] */
+    long sample_n, sample_steps, sample_seed, trajectories, sample_batch;
+    char solver[FM_NAME_MAX];
+    /* [output] */
+    char dir[FM_PATH_MAX];
+} fm_config;
+
+void fm_config_defaults(fm_config *c);
+
+/* Parses INI text (origin names it in messages); 0 on success, -1 with one line in err. */
+int fm_config_load_string(fm_config *c, const char *text, const char *origin, char *err, int cap);
+
+/* Sets one key from "section.key" and a value string; 0, or -1 with one line in err. */
+int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err, int cap);
+
+/* Checks between keys (a ring target is 2-D, trajectories <= n, ...); 0, or -1 with err. */
+int fm_config_validate(const fm_config *c, char *err, int cap);
+
+/* The effective config as INI text (malloc'd; caller frees). */
+char *fm_config_dump(const fm_config *c);
+
+/* The keys whose values differ between a and b and that a resume must not change (the model,
+ * the target, the path, the seed, the batch), as "section.key" joined by ", " into out.
+ * Returns how many differ. */
+int fm_config_diff_fixed(char *out, int cap, const fm_config *a, const fm_config *b);
+
+/* Writes the table of keys (name, default, meaning) as Markdown, for the README. */
+void fm_config_print_keys(void);
+
+#endif

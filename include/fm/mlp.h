@@ -1,0 +1,59 @@
+/* The vector field u_theta(x, t): an MLP on concat(x, t), activations between layers, a linear
+ * output of size dim. Parameters live in one flat float buffer ([out, in] row-major weight, then
+ * bias, layer after layer, like PyTorch's nn.Linear); gradients and Adam moments use the same
+ * layout, so all-reduce, clipping, Adam and checkpointing are each one loop. */
+#ifndef FM_MLP_H
+#define FM_MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FM_MLP_MAX_LAYERS 16
+
+typedef enum { FM_ACT_SILU = 0, FM_ACT_RELU = 1, FM_ACT_TANH = 2 } fm_act;
+
+typedef struct {
+    int nlayers;                       /* linear layers = hidden layers + 1 */
+    int dims[FM_MLP_MAX_LAYERS + 1];   /* dims[0] = dim + 1 (x and t), dims[nlayers] = dim */
+    fm_act act;
+    size_t w_off[FM_MLP_MAX_LAYERS];   /* layer l weight [dims[l+1], dims[l]] in the flat buffer */
+    size_t b_off[FM_MLP_MAX_LAYERS];   /* layer l bias [dims[l+1]] */
+    size_t nparams;
+} fm_mlp;
+
+/* Activations kept by forward for backward, and backward's scratch; sized for `cap` samples. */
+typedef struct {
+    int cap;
+    float *in;                         /* [cap, dims[0]] */
+    float *pre[FM_MLP_MAX_LAYERS];     /* layer l output before activation [cap, dims[l+1]] */
+    float *post[FM_MLP_MAX_LAYERS];    /* after activation, hidden layers only */
+    float *g0, *g1;                    /* [cap, max dim] gradient ping-pong */
+} fm_mlp_work;
+
+/* Fills the shape; returns 0, or -1 when the hidden list is empty, too long or not positive. */
+int fm_mlp_shape(fm_mlp *m, int dim, const int *hidden, int nhidden, fm_act act);
+
+/* PyTorch nn.Linear init: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from (seed, layer). */
+void fm_mlp_init(float *params /* [nparams] */, const fm_mlp *m, uint64_t seed);
+
+fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap);
+void fm_mlp_work_free(fm_mlp_work *w);
+
+/* Forward on n <= cap samples; returns the output [n, dim] (inside w, valid until next call). */
+const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params,
+                            const float *x /* [n, dim] */, const float *t /* [n] */, int n);
+
+/* Backward from dL/d(output); adds dL/dparams into grad (call forward on the same batch first). */
+void fm_mlp_backward(float *grad /* [nparams] */, fm_mlp_work *w, const fm_mlp *m,
+                     const float *params, const float *dout /* [n, dim] */, int n);
+
+/* Squared error: dout = 2 * scale * (out - target); returns sum ||out - target||^2.
+ * With scale = 1/(B*D) over the global batch B this is DESIGN.md's loss and its gradient. */
+double fm_mlp_loss(float *dout /* [n, dim] */, const float *out /* [n, dim] */,
+                   const float *target /* [n, dim] */, int n, int dim, float scale);
+
+/* "silu" | "relu" | "tanh" -> activation; -1 when unknown. */
+int fm_mlp_act_parse(const char *name);
+const char *fm_mlp_act_name(fm_act a);
+
+#endif

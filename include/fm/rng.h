@@ -1,0 +1,37 @@
+/* Counter-based random numbers (Philox4x32-10, Salmon et al. 2011).
+ *
+ * Every draw is a pure function of (seed, step, index, stream, j): the j-th number of sample
+ * `index` at training step `step` in stream `stream`. No state is carried, so any rank can draw
+ * any sample's numbers, and a run draws the same global batch whatever the number of ranks. */
+#ifndef FM_RNG_H
+#define FM_RNG_H
+
+#include <stdint.h>
+
+/* Streams: one per kind of draw, so that adding a draw of one kind never shifts another. */
+enum {
+    FM_STREAM_T = 0,      /* training time t ~ U[0,1) */
+    FM_STREAM_X0 = 1,     /* training source sample */
+    FM_STREAM_Z = 2,      /* training target sample */
+    FM_STREAM_INIT = 3,   /* parameter initialisation, index = layer */
+    FM_STREAM_SAMPLE = 4, /* sampler x0, index = trajectory */
+    FM_STREAM_MEANS = 5,  /* random mixture means */
+    FM_STREAM_EVAL = 6,   /* fresh draws for evaluation tools */
+};
+
+/* The raw block function: out = Philox4x32-10(ctr, key). */
+void fm_rng_philox(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
+
+/* n uniforms in [0,1) (24-bit resolution, never 1). */
+void fm_rng_uniform(float *out /* [n] */, uint64_t seed, uint32_t step, uint32_t index,
+                    uint32_t stream, int n);
+
+/* n standard normals (Box-Muller in double precision, then rounded to float). */
+void fm_rng_normal(float *out /* [n] */, uint64_t seed, uint32_t step, uint32_t index,
+                   uint32_t stream, int n);
+
+/* Row i of out gets the d normals of sample index0 + i. */
+void fm_rng_normal_rows(float *out /* [n, d] */, uint64_t seed, uint32_t step, uint32_t index0,
+                        uint32_t stream, int n, int d);
+
+#endif

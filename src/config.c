@@ -1,0 +1,379 @@
+#include "fm/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/error.h"
+
+typedef enum { T_INT, T_REAL, T_WORD, T_TEXT, T_INTLIST } key_type;
+
+typedef struct {
+    const char *section, *key;
+    key_type type;
+    size_t off;
+    double lo, hi;        /* inclusive range for numbers; list entries for T_INTLIST */
+    const char *choices;  /* T_WORD: the allowed words, space separated */
+    const char *def;      /* default as written in an INI file */
+    int fixed;            /* 1: a resumed run must keep the value of its checkpoint */
+    const char *help;
+} key_spec;
+
+#define OFF(f) offsetof(fm_config, f)
+#define BIG 1e18
+
+static const key_spec keys[] = {
+    {"data", "target", T_WORD, OFF(target), 0, 0, "gmm_ring gmm_random gaussian", "gmm_ring", 1,
+     "target distribution: the ring mixture of the seed, a mixture with random means, or N(0, std^2 I)"},
+    {"data", "dim", T_INT, OFF(dim), 1, 4096, 0, "2", 1, "data dimension D (gmm_ring is 2-D)"},
+    {"data", "modes", T_INT, OFF(modes), 1, 100000, 0, "11", 1, "mixture modes"},
+    {"data", "radius", T_REAL, OFF(radius), 0, 1e6, 0, "10", 1, "gmm_ring: radius of the circle of means"},
+    {"data", "std", T_REAL, OFF(std), 1e-6, 1e6, 0, "1", 1, "std of each mode (or of the gaussian target)"},
+    {"data", "x_offset", T_REAL, OFF(x_offset), -1e6, 1e6, 0, "0", 1, "gmm_ring: shift of the means along x"},
+    {"data", "scale", T_REAL, OFF(scale), 0, 1e6, 0, "10", 1, "gmm_random: means uniform in [-scale, scale]^D"},
+    {"data", "mean_seed", T_INT, OFF(mean_seed), 0, 4294967295.0, 0, "0", 1, "gmm_random: seed of the means"},
+    {"data", "source_std", T_REAL, OFF(source_std), 1e-6, 1e6, 0, "1", 1, "source x0 ~ N(0, source_std^2 I)"},
+    {"path", "schedule", T_WORD, OFF(schedule), 0, 0, "sqrt linear cosine", "sqrt", 1,
+     "conditional path: sqrt (alpha=t, beta=sqrt(1-t)), linear (CondOT), cosine"},
+    {"path", "eps", T_REAL, OFF(eps), 0, 1, 0, "1e-4", 1, "sqrt: beta' = -0.5/(sqrt(1-t) + eps)"},
+    {"path", "sigma_min", T_REAL, OFF(sigma_min), 0, 1, 0, "0", 1, "linear: beta = 1 - (1 - sigma_min) t"},
+    {"model", "hidden", T_INTLIST, OFF(hidden), 1, 1 << 20, 0, "1024,16", 1, "hidden widths, comma separated"},
+    {"model", "activation", T_WORD, OFF(activation), 0, 0, "silu relu tanh", "silu", 1, "activation between layers"},
+    {"model", "time_embed", T_WORD, OFF(time_embed), 0, 0, "raw", "raw", 1, "how t enters: raw = concat(x, t)"},
+    {"optim", "lr", T_REAL, OFF(lr), 0, 10, 0, "1e-3", 0, "Adam learning rate"},
+    {"optim", "beta1", T_REAL, OFF(beta1), 0, 0.999999, 0, "0.9", 0, "Adam beta1"},
+    {"optim", "beta2", T_REAL, OFF(beta2), 0, 0.999999999, 0, "0.999", 0, "Adam beta2"},
+    {"optim", "eps", T_REAL, OFF(adam_eps), 0, 1, 0, "1e-8", 0, "Adam eps, added to sqrt(v_hat)"},
+    {"optim", "clip", T_REAL, OFF(clip), 0, 1e12, 0, "0", 0, "clip the global gradient norm to this; 0 = off"},
+    {"optim", "schedule", T_WORD, OFF(lr_schedule), 0, 0, "constant cosine", "constant", 0,
+     "learning rate after warmup: constant, or cosine decay to 0 at train.steps"},
+    {"optim", "warmup", T_INT, OFF(warmup), 0, 1e9, 0, "0", 0, "linear warmup steps"},
+    {"train", "steps", T_INT, OFF(steps), 1, 1e9, 0, "5000", 0, "optimiser steps in all (a resumed run continues to it)"},
+    {"train", "batch", T_INT, OFF(batch), 1, 1e9, 0, "1000", 1, "global batch B, split over the ranks"},
+    {"train", "seed", T_INT, OFF(seed), 0, 4294967295.0, 0, "0", 1, "seed of initialisation and of every (t, x0, z) draw"},
+    {"train", "checkpoint_every", T_INT, OFF(checkpoint_every), 0, 1e9, 0, "1000", 0, "checkpoint period in steps; 0 = only at the end"},
+    {"train", "log_every", T_INT, OFF(log_every), 1, 1e9, 0, "100", 0, "print step, loss, speed every this many steps"},
+    {"train", "history_every", T_INT, OFF(history_every), 1, 1e9, 0, "1", 0, "record the loss every this many steps (and every step of the first 100)"},
+    {"train", "keep_checkpoints", T_INT, OFF(keep_checkpoints), 0, 1e6, 0, "0", 0, "also keep the last K numbered checkpoints checkpoint_STEP.h5"},
+    {"train", "resume", T_WORD, OFF(resume), 0, 0, "auto never always", "auto", 0,
+     "auto: resume when OUTDIR/checkpoint.h5 exists; never: refuse an existing one; always: require one"},
+    {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
+    {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, "1000", 0, "samples drawn after training; 0 = none"},
+    {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
+    {"sample", "solver", T_WORD, OFF(solver), 0, 0, "euler midpoint rk4", "euler", 0, "ODE solver"},
+    {"sample", "seed", T_INT, OFF(sample_seed), 0, 4294967295.0, 0, "1", 0, "seed of the sampler's x0 draws"},
+    {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, "100", 0, "how many of the samples are recorded at every step"},
+    {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, "4096", 0, "trajectories integrated at once per rank (memory)"},
+    {"output", "dir", T_TEXT, OFF(dir), 0, 0, 0, "out", 0, "output directory (the -o option overrides it)"},
+};
+#define NKEYS ((int)(sizeof keys / sizeof keys[0]))
+
+static const char *const sections[] = {"data", "path", "model", "optim", "train", "sample", "output"};
+#define NSECTIONS 7
+
+static int parse_long(long *out, const char *s)
+{
+    char *end;
+    errno = 0;
+    double d;
+    long v = strtol(s, &end, 10);
+    if (errno == 0 && end != s && *end == '\0') {
+        *out = v;
+        return 0;
+    }
+    /* Accept integral scientific notation such as 1e6. */
+    errno = 0;
+    d = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || d != floor(d) || fabs(d) > 9e18) return -1;
+    *out = (long)d;
+    return 0;
+}
+
+static int parse_double(double *out, const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int word_allowed(const char *choices, const char *w)
+{
+    size_t n = strlen(w);
+    for (const char *p = choices; *p;) {
+        const char *e = strchr(p, ' ');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncmp(p, w, n) == 0) return 1;
+        p += len + (e ? 1 : 0);
+    }
+    return 0;
+}
+
+static const key_spec *find_key(const char *section, const char *key)
+{
+    for (int i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0) return &keys[i];
+    return NULL;
+}
+
+static int section_known(const char *section)
+{
+    for (int i = 0; i < NSECTIONS; i++)
+        if (strcmp(sections[i], section) == 0) return 1;
+    return 0;
+}
+
+static void keys_of(char *out, size_t cap, const char *section)
+{
+    out[0] = '\0';
+    for (int i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].section, section) != 0) continue;
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s%s", len ? ", " : "", keys[i].key);
+    }
+}
+
+/* Trims surrounding white space in place. */
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n')) s[--n] = '\0';
+    return s;
+}
+
+static int set_value(fm_config *c, const key_spec *k, const char *raw, char *err, int cap)
+{
+    char buf[FM_PATH_MAX];
+    if (strlen(raw) >= sizeof buf) {
+        fm_errorf(err, cap, "[%s] %s: value longer than %zu characters", k->section, k->key, sizeof buf - 1);
+        return -1;
+    }
+    strcpy(buf, raw);
+    char *v = trim(buf);
+    char *field = (char *)c + k->off;
+    switch (k->type) {
+    case T_INT: {
+        long x;
+        if (parse_long(&x, v) || x < k->lo || x > k->hi) {
+            fm_errorf(err, cap, "[%s] %s = '%s': allowed: an integer from %.0f to %.0f", k->section,
+                      k->key, v, k->lo, k->hi);
+            return -1;
+        }
+        *(long *)field = x;
+        return 0;
+    }
+    case T_REAL: {
+        double x;
+        if (parse_double(&x, v) || x < k->lo || x > k->hi) {
+            fm_errorf(err, cap, "[%s] %s = '%s': allowed: a number from %g to %g", k->section, k->key,
+                      v, k->lo, k->hi);
+            return -1;
+        }
+        *(double *)field = x;
+        return 0;
+    }
+    case T_WORD:
+        if (!word_allowed(k->choices, v)) {
+            fm_errorf(err, cap, "[%s] %s = '%s': allowed: %s", k->section, k->key, v, k->choices);
+            return -1;
+        }
+        snprintf(field, FM_NAME_MAX, "%s", v);
+        return 0;
+    case T_TEXT:
+        if (!*v) {
+            fm_errorf(err, cap, "[%s] %s is empty: allowed: a path", k->section, k->key);
+            return -1;
+        }
+        snprintf(field, FM_PATH_MAX, "%s", v);
+        return 0;
+    case T_INTLIST: {
+        int *list = (int *)field, n = 0;
+        char *save = NULL;
+        int bad = (*v == '\0' || *v == ',' || v[strlen(v) - 1] == ',' || strstr(v, ",,") != NULL);
+        for (char *tok = strtok_r(v, ",", &save); tok && !bad; tok = strtok_r(NULL, ",", &save)) {
+            long x;
+            if (n == FM_MLP_MAX_LAYERS - 1 || parse_long(&x, trim(tok)) || x < k->lo || x > k->hi) bad = 1;
+            else list[n++] = (int)x;
+        }
+        if (bad || n == 0) {
+            fm_errorf(err, cap, "[%s] %s = '%s': allowed: 1 to %d comma-separated integers from 1 to %.0f",
+                      k->section, k->key, raw, FM_MLP_MAX_LAYERS - 1, k->hi);
+            return -1;
+        }
+        c->nhidden = n;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+void fm_config_defaults(fm_config *c)
+{
+    char err[256];
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < NKEYS; i++)
+        if (set_value(c, &keys[i], keys[i].def, err, sizeof err)) FM_FATAL("bad default: %s", err);
+}
+
+typedef struct {
+    fm_config *c;
+    char msg[512];
+    int failed;
+} ini_state;
+
+/* inih's handler: returns 0 on error, so that inih reports the line number. */
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+    ini_state *st = user;
+    if (st->failed) return 1; /* keep only the first error */
+    const key_spec *k = find_key(section, name);
+    if (!*section) {
+        snprintf(st->msg, sizeof st->msg, "key '%s' outside any [section]", name);
+    } else if (!section_known(section)) {
+        snprintf(st->msg, sizeof st->msg,
+                 "unknown section [%s]: allowed: data, path, model, optim, train, sample, output", section);
+    } else if (!k) {
+        char list[400];
+        keys_of(list, sizeof list, section);
+        snprintf(st->msg, sizeof st->msg, "unknown key '%s' in [%s]: allowed: %s", name, section, list);
+    } else if (set_value(st->c, k, value, st->msg, sizeof st->msg) == 0) {
+        return 1;
+    }
+    st->failed = 1;
+    return 0;
+}
+
+int fm_config_load_string(fm_config *c, const char *text, const char *origin, char *err, int cap)
+{
+    ini_state st = {.c = c};
+    int line = ini_parse_string(text, on_ini_key, &st);
+    if (line == 0) return 0;
+    if (st.failed) fm_errorf(err, cap, "%s:%d: %s", origin, line, st.msg);
+    else fm_errorf(err, cap, "%s:%d: not a '[section]' or 'key = value' line", origin, line);
+    return -1;
+}
+
+int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err, int cap)
+{
+    char section[64];
+    const char *dot = strchr(dotted, '.');
+    if (!dot || dot == dotted || (size_t)(dot - dotted) >= sizeof section) {
+        fm_errorf(err, cap, "--%s: expected --section.key=value", dotted);
+        return -1;
+    }
+    memcpy(section, dotted, (size_t)(dot - dotted));
+    section[dot - dotted] = '\0';
+    ini_state st = {.c = c};
+    if (on_ini_key(&st, section, dot + 1, value)) return 0;
+    fm_errorf(err, cap, "--%s=%s: %s", dotted, value, st.msg);
+    return -1;
+}
+
+int fm_config_validate(const fm_config *c, char *err, int cap)
+{
+    if (strcmp(c->target, "gmm_ring") == 0 && c->dim != 2) {
+        fm_errorf(err, cap, "[data] dim = %ld with target = gmm_ring: allowed: dim = 2 (the ring is 2-D)", c->dim);
+        return -1;
+    }
+    if (c->trajectories > c->sample_n) {
+        fm_errorf(err, cap, "[sample] trajectories = %ld exceeds [sample] n = %ld: allowed: 0 to n",
+                  c->trajectories, c->sample_n);
+        return -1;
+    }
+    if (c->sample_n > 4294967295L || c->batch > 4294967295L) {
+        fm_errorf(err, cap, "sample indices must fit in 32 bits");
+        return -1;
+    }
+    return 0;
+}
+
+static void format_value(char *out, size_t cap, const fm_config *c, const key_spec *k)
+{
+    const char *field = (const char *)c + k->off;
+    switch (k->type) {
+    case T_INT:
+        snprintf(out, cap, "%ld", *(const long *)field);
+        break;
+    case T_REAL: {
+        /* Shortest text that reads back to the same double. */
+        double v = *(const double *)field;
+        snprintf(out, cap, "%.15g", v);
+        if (strtod(out, NULL) != v) snprintf(out, cap, "%.17g", v);
+        break;
+    }
+    case T_WORD:
+    case T_TEXT:
+        snprintf(out, cap, "%s", field);
+        break;
+    case T_INTLIST: {
+        size_t len = 0;
+        out[0] = '\0';
+        for (int i = 0; i < c->nhidden && len < cap; i++)
+            len += (size_t)snprintf(out + len, cap - len, "%s%d", i ? "," : "", c->hidden[i]);
+        break;
+    }
+    }
+}
+
+char *fm_config_dump(const fm_config *c)
+{
+    size_t cap = 8192, len = 0;
+    char *out = fm_malloc(cap);
+    const char *section = "";
+    out[0] = '\0';
+    for (int i = 0; i < NKEYS; i++) {
+        char v[FM_PATH_MAX];
+        format_value(v, sizeof v, c, &keys[i]);
+        if (cap - len < sizeof v + 128) {
+            cap *= 2;
+            char *grown = realloc(out, cap);
+            if (!grown) FM_FATAL("out of memory");
+            out = grown;
+        }
+        if (strcmp(section, keys[i].section) != 0) {
+            section = keys[i].section;
+            len += (size_t)snprintf(out + len, cap - len, "%s[%s]\n", len ? "\n" : "", section);
+        }
+        len += (size_t)snprintf(out + len, cap - len, "%s = %s\n", keys[i].key, v);
+    }
+    return out;
+}
+
+int fm_config_diff_fixed(char *out, int cap, const fm_config *a, const fm_config *b)
+{
+    int n = 0;
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < NKEYS; i++) {
+        if (!keys[i].fixed) continue;
+        char va[FM_PATH_MAX], vb[FM_PATH_MAX];
+        format_value(va, sizeof va, a, &keys[i]);
+        format_value(vb, sizeof vb, b, &keys[i]);
+        if (strcmp(va, vb) == 0) continue;
+        n++;
+        if (len < (size_t)cap)
+            len += (size_t)snprintf(out + len, (size_t)cap - len, "%s%s.%s (%s -> %s)", n > 1 ? ", " : "",
+                                    keys[i].section, keys[i].key, va, vb);
+    }
+    return n;
+}
+
+void fm_config_print_keys(void)
+{
+    printf("| key | default | meaning |\n|---|---|---|\n");
+    for (int i = 0; i < NKEYS; i++) {
+        const key_spec *k = &keys[i];
+        printf("| `%s.%s` | `%s` | %s", k->section, k->key, k->def, k->help);
+        if (k->type == T_WORD) printf(" (one of: %s)", k->choices);
+        else if (k->type == T_INT) printf(" (%.0f to %.0f)", k->lo, k->hi);
+        else if (k->type == T_REAL) printf(" (%g to %g)", k->lo, k->hi);
+        printf("%s |\n", k->fixed ? "; fixed on resume" : "");
+    }
+}

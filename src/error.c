@@ -1,0 +1,48 @@
+#include "fm/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int g_rank = 0;
+static fm_error_hook g_hook = NULL;
+
+void fm_error_set_rank(int rank) { g_rank = rank; }
+int fm_error_rank(void) { return g_rank; }
+void fm_error_set_hook(fm_error_hook hook) { g_hook = hook; }
+
+_Noreturn void fm_fatal_at(const char *file, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* One line, written at once so ranks do not interleave mid-line. */
+    fprintf(stderr, "fmtrain: error: %s [rank %d, %s:%d]\n", msg, g_rank, file, line);
+    fflush(stderr);
+    if (g_hook) g_hook(1);
+    exit(1);
+}
+
+void *fm_malloc_at(const char *file, int line, size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) fm_fatal_at(file, line, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *fm_calloc_at(const char *file, int line, size_t n)
+{
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) fm_fatal_at(file, line, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+int fm_errorf(char *buf, int cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, (size_t)cap, fmt, ap);
+    va_end(ap);
+    return n;
+}

@@ -1,0 +1,191 @@
+#include "fm/mlp.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/error.h"
+#include "fm/rng.h"
+
+int fm_mlp_shape(fm_mlp *m, int dim, const int *hidden, int nhidden, fm_act act)
+{
+    if (dim < 1 || nhidden < 1 || nhidden + 1 > FM_MLP_MAX_LAYERS) return -1;
+    memset(m, 0, sizeof *m);
+    m->nlayers = nhidden + 1;
+    m->act = act;
+    m->dims[0] = dim + 1;
+    for (int l = 0; l < nhidden; l++) {
+        if (hidden[l] < 1) return -1;
+        m->dims[l + 1] = hidden[l];
+    }
+    m->dims[m->nlayers] = dim;
+    size_t off = 0;
+    for (int l = 0; l < m->nlayers; l++) {
+        m->w_off[l] = off;
+        off += (size_t)m->dims[l + 1] * m->dims[l];
+        m->b_off[l] = off;
+        off += (size_t)m->dims[l + 1];
+    }
+    m->nparams = off;
+    return 0;
+}
+
+void fm_mlp_init(float *params, const fm_mlp *m, uint64_t seed)
+{
+    for (int l = 0; l < m->nlayers; l++) {
+        const float bound = 1.0f / sqrtf((float)m->dims[l]);
+        const int nw = m->dims[l + 1] * m->dims[l], nb = m->dims[l + 1];
+        float *w = params + m->w_off[l], *b = params + m->b_off[l];
+        fm_rng_uniform(w, seed, 0, (uint32_t)(2 * l), FM_STREAM_INIT, nw);
+        fm_rng_uniform(b, seed, 0, (uint32_t)(2 * l + 1), FM_STREAM_INIT, nb);
+        for (int i = 0; i < nw; i++) w[i] = bound * (2.0f * w[i] - 1.0f);
+        for (int i = 0; i < nb; i++) b[i] = bound * (2.0f * b[i] - 1.0f);
+    }
+}
+
+static int max_dim(const fm_mlp *m)
+{
+    int d = 0;
+    for (int l = 0; l <= m->nlayers; l++)
+        if (m->dims[l] > d) d = m->dims[l];
+    return d;
+}
+
+fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
+{
+    fm_mlp_work *w = fm_calloc(sizeof *w);
+    w->cap = cap;
+    w->in = fm_malloc(sizeof(float) * (size_t)cap * m->dims[0]);
+    for (int l = 0; l < m->nlayers; l++) {
+        w->pre[l] = fm_malloc(sizeof(float) * (size_t)cap * m->dims[l + 1]);
+        if (l < m->nlayers - 1) w->post[l] = fm_malloc(sizeof(float) * (size_t)cap * m->dims[l + 1]);
+    }
+    w->g0 = fm_malloc(sizeof(float) * (size_t)cap * max_dim(m));
+    w->g1 = fm_malloc(sizeof(float) * (size_t)cap * max_dim(m));
+    return w;
+}
+
+void fm_mlp_work_free(fm_mlp_work *w)
+{
+    if (!w) return;
+    free(w->in);
+    for (int l = 0; l < FM_MLP_MAX_LAYERS; l++) {
+        free(w->pre[l]);
+        free(w->post[l]);
+    }
+    free(w->g0);
+    free(w->g1);
+    free(w);
+}
+
+static void activate(float *y, const float *x, size_t n, fm_act act)
+{
+    switch (act) {
+    case FM_ACT_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case FM_ACT_TANH:
+        for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        break;
+    case FM_ACT_SILU:
+    default:
+        for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+        break;
+    }
+}
+
+/* g *= act'(x), with x the pre-activation and y = act(x). */
+static void activate_backward(float *g, const float *x, const float *y, size_t n, fm_act act)
+{
+    switch (act) {
+    case FM_ACT_RELU:
+        for (size_t i = 0; i < n; i++) g[i] = x[i] > 0.0f ? g[i] : 0.0f;
+        break;
+    case FM_ACT_TANH:
+        for (size_t i = 0; i < n; i++) g[i] *= 1.0f - y[i] * y[i];
+        break;
+    case FM_ACT_SILU:
+    default:
+        /* silu' = s (1 + x (1 - s)), s = sigmoid(x) */
+        for (size_t i = 0; i < n; i++) {
+            const float s = 1.0f / (1.0f + expf(-x[i]));
+            g[i] *= s * (1.0f + x[i] * (1.0f - s));
+        }
+        break;
+    }
+}
+
+const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x,
+                            const float *t, int n)
+{
+    FM_CHECK(n <= w->cap, "batch of %d exceeds the work buffers' %d", n, w->cap);
+    const int dim = m->dims[0] - 1;
+    for (int i = 0; i < n; i++) {
+        memcpy(w->in + (size_t)i * (dim + 1), x + (size_t)i * dim, sizeof(float) * dim);
+        w->in[(size_t)i * (dim + 1) + dim] = t[i];
+    }
+    const float *a = w->in;
+    for (int l = 0; l < m->nlayers; l++) {
+        const int in = m->dims[l], out = m->dims[l + 1];
+        const float *W = params + m->w_off[l], *b = params + m->b_off[l];
+        float *y = w->pre[l];
+        for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * out);
+        /* y[n, out] += a[n, in] * W[out, in]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, W, in, 1.0f,
+                    y, out);
+        if (l < m->nlayers - 1) {
+            activate(w->post[l], y, (size_t)n * out, m->act);
+            a = w->post[l];
+        }
+    }
+    return w->pre[m->nlayers - 1];
+}
+
+void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *params,
+                     const float *dout, int n)
+{
+    const float *g = dout; /* dL/d(pre[l]) [n, dims[l+1]] */
+    for (int l = m->nlayers - 1; l >= 0; l--) {
+        const int in = m->dims[l], out = m->dims[l + 1];
+        const float *a = l == 0 ? w->in : w->post[l - 1];
+        float *dW = grad + m->w_off[l], *db = grad + m->b_off[l];
+        /* dW[out, in] += g[n, out]^T a[n, in] */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, g, out, a, in, 1.0f,
+                    dW, in);
+        for (int i = 0; i < n; i++) {
+            const float *gi = g + (size_t)i * out;
+            for (int j = 0; j < out; j++) db[j] += gi[j];
+        }
+        if (l == 0) break; /* no gradient needed for the input */
+        float *ga = (g == w->g0) ? w->g1 : w->g0;
+        /* ga[n, in] = g[n, out] W[out, in] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, g, out,
+                    params + m->w_off[l], in, 0.0f, ga, in);
+        activate_backward(ga, w->pre[l - 1], w->post[l - 1], (size_t)n * in, m->act);
+        g = ga;
+    }
+}
+
+double fm_mlp_loss(float *dout, const float *out, const float *target, int n, int dim, float scale)
+{
+    double sum = 0.0;
+    const float two_scale = 2.0f * scale;
+    for (size_t k = 0; k < (size_t)n * dim; k++) {
+        const float e = out[k] - target[k];
+        sum += (double)e * e;
+        dout[k] = two_scale * e;
+    }
+    return sum;
+}
+
+static const char *const act_names[] = {"silu", "relu", "tanh"};
+
+int fm_mlp_act_parse(const char *name)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, act_names[i]) == 0) return i;
+    return -1;
+}
+
+const char *fm_mlp_act_name(fm_act a) { return act_names[a]; }

@@ -1,0 +1,88 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "fm/config.h"
+
+/* Loading `text` fails, and the message contains every one of the given fragments. */
+static void expect_error(const char *text, const char *frag1, const char *frag2)
+{
+    fm_config c;
+    char err[512] = "";
+    fm_config_defaults(&c);
+    int rc = fm_config_load_string(&c, text, "x.ini", err, sizeof err);
+    CHECK(rc == -1, "accepted: %s", text);
+    CHECK(strstr(err, frag1) && (!frag2 || strstr(err, frag2)), "message '%s' lacks '%s' / '%s'", err, frag1,
+          frag2 ? frag2 : "");
+    CHECK(strchr(err, '\n') == NULL, "message has more than one line: %s", err);
+}
+
+int main(void)
+{
+    fm_config c;
+    char err[512];
+    fm_config_defaults(&c);
+    /* Defaults are the seed experiment's. */
+    CHECK(c.steps == 5000 && c.batch == 1000 && c.nhidden == 2 && c.hidden[0] == 1024 && c.hidden[1] == 16,
+          "defaults");
+    CHECK(strcmp(c.schedule, "sqrt") == 0 && c.eps == 1e-4 && c.lr == 1e-3 && c.sample_steps == 299, "defaults");
+
+    const char *ini = "; a comment\n[train]\nsteps = 30\nbatch=64 ; inline\n[model]\nhidden = 8, 4 ,2\n"
+                      "activation = tanh\n[optim]\nlr = 2.5e-4\n[output]\ndir = /tmp/some dir\n";
+    CHECK(fm_config_load_string(&c, ini, "x.ini", err, sizeof err) == 0, "%s", err);
+    CHECK(c.steps == 30 && c.batch == 64 && c.lr == 2.5e-4, "values: %ld %ld %g", c.steps, c.batch, c.lr);
+    CHECK(c.nhidden == 3 && c.hidden[0] == 8 && c.hidden[1] == 4 && c.hidden[2] == 2, "hidden list");
+    CHECK(strcmp(c.activation, "tanh") == 0 && strcmp(c.dir, "/tmp/some dir") == 0, "words");
+    /* Command-line overrides. */
+    CHECK(fm_config_set(&c, "train.steps", "1e3", err, sizeof err) == 0 && c.steps == 1000, "%s", err);
+    CHECK(fm_config_set(&c, "sample.solver", "rk4", err, sizeof err) == 0, "%s", err);
+    CHECK(fm_config_set(&c, "train.stepz", "3", err, sizeof err) == -1 && strstr(err, "--train.stepz=3") &&
+              strstr(err, "allowed: steps, batch"), "%s", err);
+    CHECK(fm_config_set(&c, "steps", "3", err, sizeof err) == -1 && strstr(err, "section.key"), "%s", err);
+    CHECK(fm_config_set(&c, "train.steps", "0", err, sizeof err) == -1 && strstr(err, "from 1 to"), "%s", err);
+
+    /* The dump reads back to the same config. */
+    char *dump = fm_config_dump(&c);
+    fm_config d;
+    fm_config_defaults(&d);
+    CHECK(fm_config_load_string(&d, dump, "dump", err, sizeof err) == 0, "%s", err);
+    char diff[512];
+    CHECK(memcmp(&c, &d, sizeof c) == 0, "dump does not round-trip:\n%s", dump);
+    CHECK(fm_config_diff_fixed(diff, sizeof diff, &c, &d) == 0, "%s", diff);
+    d.hidden[1] = 5;
+    d.seed = 9;
+    d.steps = 77; /* may change on resume */
+    CHECK(fm_config_diff_fixed(diff, sizeof diff, &c, &d) == 2 && strstr(diff, "model.hidden (8,4,2 -> 8,5,2)") &&
+              strstr(diff, "train.seed"), "%s", diff);
+    free(dump);
+
+    /* Every bad input names the key, the value and what is allowed, on one line. */
+    expect_error("[trian]\nsteps = 3\n", "x.ini:2: unknown section [trian]", "allowed: data, path");
+    expect_error("[train]\nstepz = 3\n", "x.ini:2: unknown key 'stepz' in [train]", "allowed: steps");
+    expect_error("[train]\nsteps = abc\n", "steps = 'abc'", "allowed: an integer from 1 to");
+    expect_error("[train]\nsteps = 10x\n", "steps = '10x'", "integer");
+    expect_error("[train]\nsteps = 0\n", "steps = '0'", "from 1 to");
+    expect_error("[train]\nbatch = -5\n", "batch = '-5'", "from 1 to");
+    expect_error("[train]\nsteps = 2.5\n", "steps = '2.5'", "integer");
+    expect_error("[optim]\nlr = fast\n", "lr = 'fast'", "a number from 0 to");
+    expect_error("[optim]\nlr = nan\n", "lr = 'nan'", "number");
+    expect_error("[model]\nhidden = 1024,,16\n", "hidden = '1024,,16'", "comma-separated integers");
+    expect_error("[model]\nhidden = 1024,16,\n", "hidden", "comma-separated");
+    expect_error("[model]\nhidden = 64,0\n", "hidden = '64,0'", "from 1 to");
+    expect_error("[model]\nhidden = \n", "hidden", "comma-separated");
+    expect_error("[model]\nhidden = 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16\n", "hidden", "1 to 15");
+    expect_error("[path]\nschedule = quadratic\n", "schedule = 'quadratic'", "allowed: sqrt linear cosine");
+    expect_error("steps = 3\n", "outside any [section]", NULL);
+    expect_error("[train]\njust words\n", "x.ini:2:", "key = value");
+
+    /* Checks between keys. */
+    fm_config_defaults(&c);
+    c.dim = 3;
+    CHECK(fm_config_validate(&c, err, sizeof err) == -1 && strstr(err, "gmm_ring"), "%s", err);
+    fm_config_defaults(&c);
+    c.trajectories = c.sample_n + 1;
+    CHECK(fm_config_validate(&c, err, sizeof err) == -1 && strstr(err, "trajectories"), "%s", err);
+    fm_config_defaults(&c);
+    CHECK(fm_config_validate(&c, err, sizeof err) == 0, "%s", err);
+    return check_report("test_config");
+}

@@ -1,0 +1,175 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "fm/mlp.h"
+#include "fm/rng.h"
+
+static double act_d(double x, fm_act a)
+{
+    switch (a) {
+    case FM_ACT_RELU: return x > 0 ? x : 0;
+    case FM_ACT_TANH: return tanh(x);
+    default: return x / (1 + exp(-x));
+    }
+}
+
+/* The forward pass as a plain double loop (parameters in double too): the reference for the
+ * sgemm path, and the loss whose finite differences check the gradient. */
+static void forward_naive(double *out, const fm_mlp *m, const double *p, const float *x, const float *t, int n)
+{
+    const int dim = m->dims[0] - 1;
+    double a[2048], y[2048];
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < dim; j++) a[j] = x[i * dim + j];
+        a[dim] = t[i];
+        for (int l = 0; l < m->nlayers; l++) {
+            const int in = m->dims[l], o = m->dims[l + 1];
+            for (int r = 0; r < o; r++) {
+                double s = p[m->b_off[l] + r];
+                for (int c = 0; c < in; c++) s += p[m->w_off[l] + (size_t)r * in + c] * a[c];
+                y[r] = l < m->nlayers - 1 ? act_d(s, m->act) : s;
+            }
+            memcpy(a, y, sizeof(double) * o);
+        }
+        for (int j = 0; j < dim; j++) out[i * dim + j] = a[j];
+    }
+}
+
+static double *to_double(const float *p, size_t n)
+{
+    double *d = malloc(sizeof(double) * n);
+    for (size_t k = 0; k < n; k++) d[k] = p[k];
+    return d;
+}
+
+/* DESIGN.md's loss in double: scale * sum ||out - u||^2. */
+static double loss_naive(const fm_mlp *m, const double *p, const float *x, const float *t, const float *u,
+                         int n, double scale)
+{
+    const int D = m->dims[m->nlayers];
+    double out[64], s = 0;
+    forward_naive(out, m, p, x, t, n);
+    for (int k = 0; k < n * D; k++) s += (out[k] - u[k]) * (out[k] - u[k]);
+    return scale * s;
+}
+
+/* Compares grad with central differences of the double-precision loss for every parameter;
+ * returns how many differ by more than |g - fd| <= 1e-3 |fd| + 1e-6 (float backward against a
+ * double reference). Where the loss has a kink inside [p-h, p+h] (ReLU) the one-sided
+ * differences disagree and the parameter is skipped. */
+static int gradcheck(const fm_mlp *m, const float *pf, const float *grad, const float *x, const float *t,
+                     const float *u, int n, double scale, int *checked)
+{
+    double *p = to_double(pf, m->nparams);
+    int bad = 0;
+    *checked = 0;
+    for (size_t k = 0; k < m->nparams; k++) {
+        const double p0 = p[k], h = 1e-5;
+        p[k] = p0 + h;
+        double lp = loss_naive(m, p, x, t, u, n, scale);
+        p[k] = p0 - h;
+        double lm = loss_naive(m, p, x, t, u, n, scale);
+        p[k] = p0;
+        double l0 = loss_naive(m, p, x, t, u, n, scale);
+        double fwd = (lp - l0) / h, bwd = (l0 - lm) / h, fd = (lp - lm) / (2 * h);
+        if (fabs(fwd - bwd) > 1e-3 * fabs(fd) + 1e-5) continue;
+        (*checked)++;
+        if (fabs(grad[k] - fd) > 1e-3 * fabs(fd) + 1e-6) {
+            if (bad < 5) fprintf(stderr, "  param %zu: backward %.7g, finite difference %.7g\n", k, grad[k], fd);
+            bad++;
+        }
+    }
+    free(p);
+    return bad;
+}
+
+int main(void)
+{
+    /* 1. Gradients against central finite differences, every parameter, every activation. */
+    for (int act = 0; act < 3; act++) {
+        fm_mlp m;
+        const int hidden[] = {7, 5};
+        CHECK(fm_mlp_shape(&m, 2, hidden, 2, (fm_act)act) == 0, "shape");
+        const int n = 6, B = 10; /* a shard of 6 samples of a global batch of 10 */
+        const float scale = 1.0f / (B * 2);
+        float *p = malloc(sizeof(float) * m.nparams), *g = calloc(m.nparams, sizeof(float));
+        float x[12], t[6], u[12], dout[12];
+        fm_mlp_init(p, &m, 17);
+        fm_rng_normal(x, 1, 0, 0, FM_STREAM_X0, 12);
+        fm_rng_uniform(t, 1, 0, 0, FM_STREAM_T, 6);
+        fm_rng_normal(u, 1, 0, 0, FM_STREAM_Z, 12);
+        for (int i = 0; i < 12; i++) u[i] *= 3.0f;
+        fm_mlp_work *w = fm_mlp_work_new(&m, n);
+        const float *out = fm_mlp_forward(w, &m, p, x, t, n);
+        fm_mlp_loss(dout, out, u, n, 2, scale);
+        fm_mlp_backward(g, w, &m, p, dout, n);
+        int checked;
+        int bad = gradcheck(&m, p, g, x, t, u, n, scale, &checked);
+        CHECK(bad == 0, "%s: %d of %zu gradients disagree with finite differences", fm_mlp_act_name((fm_act)act), bad, m.nparams);
+        CHECK(checked > (int)m.nparams * 8 / 10, "%s: only %d of %zu parameters checked", fm_mlp_act_name((fm_act)act), checked, m.nparams);
+        /* The checker itself catches a wrong gradient: a 1% error in a first-layer weight and a
+         * wrong bias in the last layer. */
+        size_t k1 = 0;
+        while (fabsf(g[k1]) < 1e-3f) k1++;
+        g[k1] *= 1.01f;
+        g[m.b_off[2]] += 1e-3f;
+        CHECK(gradcheck(&m, p, g, x, t, u, n, scale, &checked) == 2, "the gradient check misses a wrong gradient");
+        /* Backward accumulates: a second backward on the same batch doubles the gradient. */
+        float *g2 = calloc(m.nparams, sizeof(float));
+        fm_mlp_backward(g2, w, &m, p, dout, n);
+        fm_mlp_backward(g2, w, &m, p, dout, n);
+        float *g1 = calloc(m.nparams, sizeof(float));
+        fm_mlp_backward(g1, w, &m, p, dout, n);
+        for (size_t k = 0; k < m.nparams; k++) CHECK_NEAR(g2[k], 2 * g1[k], 1e-6 * (1 + fabs(g1[k])));
+        free(g1); free(g2); free(p); free(g);
+        fm_mlp_work_free(w);
+    }
+
+    /* 2. The sgemm path against a naive double loop: odd shapes, batch 1, deep and wide nets. */
+    const struct { int dim, nh, hidden[4], n; } cases[] = {
+        {2, 2, {1024, 16}, 1}, {2, 2, {1024, 16}, 37}, {3, 1, {1}, 5}, {1, 3, {13, 7, 3}, 129},
+        {5, 4, {31, 64, 17, 9}, 33}, {7, 2, {257, 5}, 2},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        fm_mlp m;
+        fm_mlp_shape(&m, cases[c].dim, cases[c].hidden, cases[c].nh, FM_ACT_SILU);
+        const int n = cases[c].n, D = cases[c].dim;
+        float *p = malloc(sizeof(float) * m.nparams);
+        float *x = malloc(sizeof(float) * n * D), *t = malloc(sizeof(float) * n);
+        double *ref = malloc(sizeof(double) * n * D);
+        fm_mlp_init(p, &m, (uint64_t)c);
+        double *pd = to_double(p, m.nparams);
+        fm_rng_normal(x, 2, 0, (uint32_t)c, FM_STREAM_X0, n * D);
+        fm_rng_uniform(t, 2, 0, (uint32_t)c, FM_STREAM_T, n);
+        fm_mlp_work *w = fm_mlp_work_new(&m, n);
+        const float *out = fm_mlp_forward(w, &m, p, x, t, n);
+        forward_naive(ref, &m, pd, x, t, n);
+        double maxerr = 0;
+        for (int k = 0; k < n * D; k++) maxerr = fmax(maxerr, fabs(out[k] - ref[k]) / (1 + fabs(ref[k])));
+        CHECK(maxerr < 1e-5, "case %zu: forward differs from the naive loop by %g", c, maxerr);
+        fm_mlp_work_free(w);
+        free(p); free(pd); free(x); free(t); free(ref);
+    }
+
+    /* 3. PyTorch init bounds: every weight and bias of layer l within 1/sqrt(fan_in), spread over it. */
+    {
+        fm_mlp m;
+        const int hidden[] = {1024, 16};
+        fm_mlp_shape(&m, 2, hidden, 2, FM_ACT_SILU);
+        CHECK(m.nparams == 3 * 1024 + 1024 + 1024 * 16 + 16 + 16 * 2 + 2, "seed model has %zu parameters", m.nparams);
+        float *p = malloc(sizeof(float) * m.nparams);
+        fm_mlp_init(p, &m, 0);
+        for (int l = 0; l < m.nlayers; l++) {
+            float bound = 1.0f / sqrtf((float)m.dims[l]), lo = 1, hi = -1;
+            for (size_t k = m.w_off[l]; k < m.b_off[l] + m.dims[l + 1]; k++) {
+                lo = fminf(lo, p[k] / bound);
+                hi = fmaxf(hi, p[k] / bound);
+            }
+            CHECK(lo >= -1 && hi <= 1 && lo < -0.8f && hi > 0.8f, "layer %d init spans [%g, %g] of its bound", l, lo, hi);
+        }
+        free(p);
+    }
+    CHECK(fm_mlp_shape(&(fm_mlp){0}, 2, (int[]){0}, 1, FM_ACT_SILU) == -1, "a zero width is refused");
+    return check_report("test_mlp");
+}

@@ -1,0 +1,47 @@
+#include "check.h"
+#include "fm/path.h"
+
+int main(void)
+{
+    const double ts[] = {0.01, 0.1, 0.3, 0.5, 0.77, 0.9, 0.99};
+    const double z = 1.7, x0 = -0.6;
+    for (int s = 0; s < 3; s++) {
+        /* eps = 0 so that the sqrt schedule's beta' is the exact derivative. */
+        fm_path p = {(fm_schedule)s, 0.0, 0.05};
+        for (int i = 0; i < 7; i++) {
+            double t = ts[i], h = 1e-6;
+            fm_path_coef a = fm_path_coeffs(&p, t + h), b = fm_path_coeffs(&p, t - h), c = fm_path_coeffs(&p, t);
+            double fd = ((a.alpha * z + a.beta * x0) - (b.alpha * z + b.beta * x0)) / (2 * h);
+            double u = c.dalpha * z + c.dbeta * x0;
+            CHECK(fabs(fd - u) <= 1e-6 * (1 + fabs(u)), "%s at t=%g: fd %.10g vs u %.10g", fm_path_name(p.schedule), t, fd, u);
+            /* The float batch version agrees with the double formula. */
+            float tf = (float)t, x0f = (float)x0, zf = (float)z, xt, uf;
+            fm_path_sample(&xt, &uf, &p, &tf, &x0f, &zf, 1, 1);
+            fm_path_coef cf = fm_path_coeffs(&p, tf);
+            CHECK_NEAR(uf, cf.dalpha * zf + cf.dbeta * x0f, 1e-5 * (1 + fabs(u)));
+            CHECK_NEAR(xt, cf.alpha * zf + cf.beta * x0f, 1e-6);
+        }
+        /* Endpoints: x_0 = x0 (alpha 0, beta 1) for every schedule. */
+        fm_path_coef c0 = fm_path_coeffs(&p, 0.0);
+        CHECK_NEAR(c0.alpha, 0.0, 1e-15);
+        CHECK_NEAR(c0.beta, 1.0, 1e-15);
+    }
+    /* sqrt with eps: finite as t -> 1, bounded by 0.5/eps, and beta' = -0.5/(sqrt(1-t)+eps). */
+    fm_path p = {FM_PATH_SQRT, 1e-4, 0};
+    const float t1[] = {0.999999f, 1.0f - 1e-7f, 1.0f};
+    for (int i = 0; i < 3; i++) {
+        float x0f = 1.0f, zf = 0.0f, xt, u;
+        fm_path_sample(&xt, &u, &p, &t1[i], &x0f, &zf, 1, 1);
+        CHECK(isfinite(u) && isfinite(xt), "t=%.9g: u %g, xt %g", t1[i], u, xt);
+        CHECK(fabs(u) <= 0.5 / 1e-4 + 1e-3, "t=%.9g: |u| = %g exceeds 0.5/eps", t1[i], u);
+    }
+    fm_path_coef c = fm_path_coeffs(&p, 0.75);
+    CHECK_NEAR(c.dbeta, -0.5 / (0.5 + 1e-4), 1e-15);
+    /* linear at t = 1 ends at z + sigma_min x0. */
+    fm_path lin = {FM_PATH_LINEAR, 0, 0.1};
+    fm_path_coef l1 = fm_path_coeffs(&lin, 1.0);
+    CHECK_NEAR(l1.alpha, 1.0, 1e-15);
+    CHECK_NEAR(l1.beta, 0.1, 1e-15);
+    CHECK(fm_path_parse("cosine") == FM_PATH_COSINE && fm_path_parse("Sqrt") == -1, "parse");
+    return check_report("test_path");
+}
