@@ -1,1 +1,314 @@
+#include "fm/h5io.h"
 
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void quiet(void)
+{
+    static int done = 0;
+    if (!done) H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    done = 1;
+}
+
+fm_h5 fm_h5_create(const char *path, int parallel)
+{
+    quiet();
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    /* hdf5.h of the parallel build brings mpi.h: the communicator is named here and nowhere else. */
+    if (parallel && H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL) < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    return f < 0 ? -1 : f;
+}
+
+fm_h5 fm_h5_open(const char *path)
+{
+    quiet();
+    FILE *probe = fopen(path, "rb");
+    if (!probe) return -1;
+    fclose(probe);
+    if (H5Fis_hdf5(path) <= 0) return -1;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    return f < 0 ? -1 : f;
+}
+
+int fm_h5_close(fm_h5 f)
+{
+    int rc = H5Fflush(f, H5F_SCOPE_LOCAL) < 0 ? -1 : 0;
+    if (H5Fclose(f) < 0) rc = -1;
+    return rc;
+}
+
+static hid_t make_space(int rank, const uint64_t *dims)
+{
+    if (rank == 0) return H5Screate(H5S_SCALAR);
+    hsize_t d[8];
+    for (int i = 0; i < rank; i++) d[i] = dims[i];
+    return H5Screate_simple(rank, d, NULL);
+}
+
+static uint64_t count_of(int rank, const uint64_t *dims)
+{
+    uint64_t n = 1;
+    for (int i = 0; i < rank; i++) n *= dims[i];
+    return n;
+}
+
+static hid_t create_ds(fm_h5 f, const char *name, hid_t filetype, hid_t space)
+{
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t ds = H5Dcreate2(f, name, filetype, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    return ds;
+}
+
+static int write_ds(fm_h5 f, const char *name, hid_t memtype, hid_t filetype, const void *data, int rank,
+                    const uint64_t *dims)
+{
+    hid_t space = make_space(rank, dims);
+    if (space < 0) return -1;
+    hid_t ds = create_ds(f, name, filetype, space);
+    int rc = ds < 0 ? -1 : 0;
+    if (rc == 0 && count_of(rank, dims) > 0 && H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        rc = -1;
+    if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
+    H5Sclose(space);
+    return rc;
+}
+
+int fm_h5_write_f32(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims)
+{
+    return write_ds(f, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, data, rank, dims);
+}
+
+int fm_h5_write_f64(fm_h5 f, const char *name, const double *data, int rank, const uint64_t *dims)
+{
+    return write_ds(f, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, data, rank, dims);
+}
+
+int fm_h5_write_i64(fm_h5 f, const char *name, const int64_t *data, int rank, const uint64_t *dims)
+{
+    return write_ds(f, name, H5T_NATIVE_INT64, H5T_STD_I64LE, data, rank, dims);
+}
+
+int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims,
+                         uint64_t row0, uint64_t nrows)
+{
+    hid_t space = make_space(rank, dims);
+    hid_t ds = create_ds(f, name, H5T_IEEE_F32LE, space);
+    H5Sclose(space);
+    if (ds < 0) return -1;
+    int rc = 0;
+    if (count_of(rank, dims) > 0) {
+        hsize_t start[8] = {0}, count[8];
+        for (int i = 0; i < rank; i++) count[i] = dims[i];
+        start[0] = row0;
+        count[0] = nrows;
+        hid_t fspace = H5Dget_space(ds);
+        hid_t mspace = H5Screate_simple(rank, count, NULL);
+        if (nrows == 0) {
+            H5Sselect_none(fspace);
+            H5Sselect_none(mspace);
+        } else {
+            H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+        }
+        hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+        if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, data) < 0) rc = -1;
+        H5Pclose(dxpl);
+        H5Sclose(mspace);
+        H5Sclose(fspace);
+    }
+    if (H5Dclose(ds) < 0) rc = -1;
+    return rc;
+}
+
+static int write_attr(fm_h5 f, const char *obj, const char *name, hid_t type, hid_t memtype, const void *value)
+{
+    hid_t o = H5Oopen(f, obj, H5P_DEFAULT);
+    if (o < 0) return -1;
+    hid_t space = H5Screate(H5S_SCALAR);
+    if (H5Aexists(o, name) > 0) H5Adelete(o, name);
+    hid_t a = H5Acreate2(o, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = (a < 0 || H5Awrite(a, memtype, value) < 0) ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    H5Oclose(o);
+    return rc;
+}
+
+static hid_t vlen_utf8(void)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
+
+int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value)
+{
+    hid_t t = vlen_utf8();
+    int rc = write_attr(f, obj, name, t, t, &value);
+    H5Tclose(t);
+    return rc;
+}
+
+int fm_h5_attr_i64(fm_h5 f, const char *obj, const char *name, int64_t value)
+{
+    return write_attr(f, obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+static hid_t open_attr(fm_h5 f, const char *obj, const char *name)
+{
+    if (H5Aexists_by_name(f, obj, name, H5P_DEFAULT) <= 0) return -1;
+    return H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+int fm_h5_attr_read_str(fm_h5 f, const char *obj, const char *name, char **value)
+{
+    *value = NULL;
+    hid_t a = open_attr(f, obj, name);
+    if (a < 0) return -1;
+    int rc = -1;
+    hid_t ft = H5Aget_type(a);
+    if (H5Tget_class(ft) == H5T_STRING) {
+        if (H5Tis_variable_str(ft) > 0) {
+            hid_t t = vlen_utf8();
+            char *s = NULL;
+            if (H5Aread(a, t, &s) >= 0 && s) {
+                *value = strdup(s);
+                H5free_memory(s);
+                rc = *value ? 0 : -1;
+            }
+            H5Tclose(t);
+        } else {
+            size_t n = H5Tget_size(ft);
+            char *s = calloc(n + 1, 1);
+            if (s && H5Aread(a, ft, s) >= 0) {
+                *value = s;
+                rc = 0;
+            } else {
+                free(s);
+            }
+        }
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+int fm_h5_attr_read_i64(fm_h5 f, const char *obj, const char *name, int64_t *value)
+{
+    hid_t a = open_attr(f, obj, name);
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a);
+    hid_t sp = H5Aget_space(a);
+    int rc = (H5Tget_class(ft) == H5T_INTEGER && H5Sget_simple_extent_npoints(sp) == 1 &&
+              H5Aread(a, H5T_NATIVE_INT64, value) >= 0) ? 0 : -1;
+    H5Sclose(sp);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+/* H5Dopen on a path whose groups may be missing: check each link along the way first. */
+static hid_t open_ds(fm_h5 f, const char *name)
+{
+    char buf[512];
+    if (strlen(name) >= sizeof buf) return -1;
+    strcpy(buf, name);
+    for (char *p = buf + 1; ; p++) {
+        char c = *p;
+        if (c == '/' || c == '\0') {
+            *p = '\0';
+            if (H5Lexists(f, buf, H5P_DEFAULT) <= 0) return -1;
+            *p = c;
+            if (c == '\0') break;
+        }
+    }
+    if (H5Oexists_by_name(f, name, H5P_DEFAULT) <= 0) return -1;
+    H5O_info_t info;
+    if (H5Oget_info_by_name(f, name, &info, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET) return -1;
+    return H5Dopen2(f, name, H5P_DEFAULT);
+}
+
+int fm_h5_shape(fm_h5 f, const char *name, int *rank, uint64_t dims[8])
+{
+    hid_t ds = open_ds(f, name);
+    if (ds < 0) return -1;
+    hid_t sp = H5Dget_space(ds);
+    int r = H5Sget_simple_extent_ndims(sp);
+    hsize_t d[8];
+    int rc = -1;
+    if (r >= 0 && r <= 8 && H5Sget_simple_extent_dims(sp, d, NULL) >= 0) {
+        *rank = r;
+        for (int i = 0; i < r; i++) dims[i] = d[i];
+        rc = 0;
+    }
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return rc;
+}
+
+static int read_ds(fm_h5 f, const char *name, hid_t memtype, H5T_class_t want, void *out, uint64_t n)
+{
+    int rank;
+    uint64_t dims[8];
+    if (fm_h5_shape(f, name, &rank, dims) < 0 || count_of(rank, dims) != n) return -1;
+    hid_t ds = open_ds(f, name);
+    hid_t ft = H5Dget_type(ds);
+    int rc = (H5Tget_class(ft) == want && (n == 0 || H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0))
+                 ? 0 : -1;
+    H5Tclose(ft);
+    H5Dclose(ds);
+    return rc;
+}
+
+int fm_h5_read_f32(fm_h5 f, const char *name, float *out, uint64_t n)
+{
+    return read_ds(f, name, H5T_NATIVE_FLOAT, H5T_FLOAT, out, n);
+}
+
+int fm_h5_read_f64(fm_h5 f, const char *name, double *out, uint64_t n)
+{
+    return read_ds(f, name, H5T_NATIVE_DOUBLE, H5T_FLOAT, out, n);
+}
+
+int fm_h5_read_i64(fm_h5 f, const char *name, int64_t *out, uint64_t n)
+{
+    return read_ds(f, name, H5T_NATIVE_INT64, H5T_INTEGER, out, n);
+}
+
+static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)info;
+    FILE *out = data;
+    H5O_info_t oi;
+    if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET) return 0;
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(ds), ft = H5Dget_type(ds);
+    hsize_t d[8];
+    int r = H5Sget_simple_extent_ndims(sp);
+    if (r > 8) r = 8;
+    H5Sget_simple_extent_dims(sp, d, NULL);
+    const char *kind = H5Tget_class(ft) == H5T_FLOAT ? (H5Tget_size(ft) == 4 ? "float32" : "float64")
+                     : H5Tget_class(ft) == H5T_INTEGER ? "int64" : "other";
+    fprintf(out, "  /%-28s %-8s [", name, kind);
+    for (int i = 0; i < r; i++) fprintf(out, "%s%llu", i ? ", " : "", (unsigned long long)d[i]);
+    fprintf(out, "]\n");
+    H5Tclose(ft);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return 0;
+}
+
+int fm_h5_list(fm_h5 f, FILE *out)
+{
+    return H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, list_one, out) < 0 ? -1 : 0;
+}

@@ -1,1 +1,257 @@
-int main(void){return 0;}
+/* fmtrain: the command line. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fm/ckpt.h"
+#include "fm/comm.h"
+#include "fm/config.h"
+#include "fm/error.h"
+#include "fm/mlp.h"
+#include "fm/samples.h"
+#include "fm/train.h"
+
+static const char usage[] =
+    "usage: fmtrain [train] -c CONFIG.ini [-o OUTDIR] [--resume] [--SECTION.KEY=VALUE ...]\n"
+    "       fmtrain sample --checkpoint FILE.h5 [-o SAMPLES.h5] [--sample.KEY=VALUE ...]\n"
+    "       fmtrain info FILE.h5\n"
+    "       fmtrain keys        (every config key, its default and meaning)\n"
+    "       fmtrain --help | --version\n"
+    "\n"
+    "train   trains a flow matching model, data-parallel over the MPI ranks, writing\n"
+    "        OUTDIR/checkpoint.h5 (atomically replaced) and, when sample.n > 0, OUTDIR/samples.h5.\n"
+    "        OUTDIR defaults to output.dir. An existing OUTDIR/checkpoint.h5 is resumed\n"
+    "        (train.resume = auto); --resume requires one; train.resume = never refuses one.\n"
+    "sample  integrates sample.n trajectories of a checkpoint's model, split over the ranks, into\n"
+    "        SAMPLES.h5 (default: samples.h5 beside the checkpoint).\n"
+    "info    prints what a checkpoint or samples file holds.\n"
+    "\n"
+    "Run under MPI: mpirun -np 64 fmtrain -c jobs/gmm11.ini -o runs/x\n"
+    "Exit status: 0 done; 1 error (one line on stderr says what and how to fix it).\n";
+
+/* An error every rank knows alike (bad command line or config): said once, all end together. */
+static _Noreturn void fail_all(const char *msg)
+{
+    if (fm_comm_rank() == 0) {
+        fprintf(stderr, "fmtrain: error: %s\n", msg);
+        fflush(stderr);
+    }
+    fm_comm_exit(1);
+}
+
+/* Rank 0 reads the file; every rank gets its text (or the failure) by broadcast. */
+static char *read_text_bcast(const char *path, char *err, int cap)
+{
+    long len = -1;
+    char *text = NULL;
+    if (fm_comm_rank() == 0) {
+        FILE *f = fopen(path, "rb");
+        struct stat st;
+        if (!f || fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
+            fm_errorf(err, cap, "cannot read config file %s: %s", path, f ? "not a regular file" : strerror(errno));
+        } else if (st.st_size > (1 << 20)) {
+            fm_errorf(err, cap, "config file %s is larger than 1 MiB: not a config", path);
+        } else {
+            text = fm_malloc((size_t)st.st_size + 1);
+            len = (long)fread(text, 1, (size_t)st.st_size, f);
+            text[len] = '\0';
+        }
+        if (f) fclose(f);
+    }
+    fm_comm_bcast(&len, sizeof len);
+    if (len < 0) {
+        free(text);
+        fm_comm_bcast(err, (size_t)cap);
+        return NULL;
+    }
+    if (!text) text = fm_malloc((size_t)len + 1);
+    fm_comm_bcast(text, (size_t)len + 1);
+    return text;
+}
+
+/* mkdir -p on rank 0, then a check that the directory can be written; agreed by all. */
+static void make_outdir(const char *dir)
+{
+    char err[FM_PATH_MAX + 256] = "";
+    if (fm_comm_rank() == 0) {
+        char buf[FM_PATH_MAX];
+        snprintf(buf, sizeof buf, "%s", dir);
+        for (char *p = buf + 1; ; p++) {
+            if (*p == '/' || *p == '\0') {
+                char c = *p;
+                *p = '\0';
+                if (mkdir(buf, 0777) && errno != EEXIST) {
+                    fm_errorf(err, sizeof err, "cannot create output directory %s: %s", buf, strerror(errno));
+                    break;
+                }
+                *p = c;
+                if (!c) break;
+            }
+        }
+        struct stat st;
+        if (!*err && (stat(dir, &st) || !S_ISDIR(st.st_mode)))
+            fm_errorf(err, sizeof err, "output directory %s is not a directory", dir);
+        else if (!*err && access(dir, W_OK | X_OK))
+            fm_errorf(err, sizeof err, "output directory %s is not writable: %s (choose another -o)", dir, strerror(errno));
+    }
+    fm_comm_bcast(err, sizeof err);
+    if (*err) fail_all(err);
+}
+
+/* --section.key=value arguments into cfg; only_sample limits them to [sample] (and threads). */
+static void apply_overrides(fm_config *cfg, int argc, char **argv, int first, int only_sample)
+{
+    char err[1024];
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || !strchr(a, '.')) continue;
+        char key[256];
+        const char *eq = strchr(a, '=');
+        if (!eq || (size_t)(eq - a - 2) >= sizeof key) {
+            fm_errorf(err, sizeof err, "%s: expected --section.key=value", a);
+            fail_all(err);
+        }
+        memcpy(key, a + 2, (size_t)(eq - a - 2));
+        key[eq - a - 2] = '\0';
+        if (only_sample && strncmp(key, "sample.", 7) != 0 && strcmp(key, "train.threads") != 0) {
+            fm_errorf(err, sizeof err, "%s: fmtrain sample takes only --sample.KEY=VALUE (and --train.threads)", a);
+            fail_all(err);
+        }
+        if (fm_config_set(cfg, key, eq + 1, err, sizeof err)) fail_all(err);
+    }
+}
+
+static void validate(const fm_config *cfg)
+{
+    char err[1024];
+    if (fm_config_validate(cfg, err, sizeof err)) fail_all(err);
+}
+
+static int cmd_train(int argc, char **argv, int first)
+{
+    const char *config_path = NULL, *outdir = NULL;
+    int resume = 0;
+    char err[FM_PATH_MAX + 256];
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && i + 1 < argc) config_path = argv[++i];
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) outdir = argv[++i];
+        else if (!strcmp(a, "--resume")) resume = 1;
+        else if (strncmp(a, "--", 2) == 0 && strchr(a, '.')) continue; /* an override, applied below */
+        else {
+            fm_errorf(err, sizeof err, "unexpected argument '%s' (see fmtrain --help)", a);
+            fail_all(err);
+        }
+    }
+    if (!config_path) fail_all("no config file: give -c CONFIG.ini (see fmtrain --help)");
+    char *text = read_text_bcast(config_path, err, sizeof err);
+    if (!text) fail_all(err);
+    fm_config cfg;
+    fm_config_defaults(&cfg);
+    int rc = fm_config_load_string(&cfg, text, config_path, err, sizeof err);
+    free(text);
+    if (rc) fail_all(err);
+    apply_overrides(&cfg, argc, argv, first, 0);
+    if (outdir) snprintf(cfg.dir, sizeof cfg.dir, "%s", outdir);
+    if (resume) snprintf(cfg.resume, sizeof cfg.resume, "always");
+    validate(&cfg);
+    fm_mlp_set_threads((int)cfg.threads);
+    make_outdir(cfg.dir);
+    return fm_train_run(&cfg, cfg.dir);
+}
+
+static int cmd_sample(int argc, char **argv, int first)
+{
+    const char *ckpt_path = NULL, *out = NULL;
+    char err[FM_PATH_MAX + 512];
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--checkpoint") && i + 1 < argc) ckpt_path = argv[++i];
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) out = argv[++i];
+        else if (strncmp(a, "--", 2) == 0 && strchr(a, '.')) continue;
+        else {
+            fm_errorf(err, sizeof err, "unexpected argument '%s' (see fmtrain --help)", a);
+            fail_all(err);
+        }
+    }
+    if (!ckpt_path) fail_all("no checkpoint: give --checkpoint OUTDIR/checkpoint.h5");
+    /* Rank 0 reads the checkpoint; the others get its config text, step and parameters. */
+    fm_ckpt c = {0};
+    long len = -1, step = 0;
+    if (fm_comm_rank() == 0 && fm_ckpt_read(&c, ckpt_path, err, sizeof err) == 0) {
+        len = (long)strlen(c.config_text);
+        step = c.step;
+    }
+    fm_comm_bcast(&len, sizeof len);
+    if (len < 0) fail_all(err);
+    fm_comm_bcast(&step, sizeof step);
+    if (fm_comm_rank() != 0) c.config_text = fm_calloc((size_t)len + 1);
+    fm_comm_bcast(c.config_text, (size_t)len + 1);
+    fm_config cfg;
+    fm_config_defaults(&cfg);
+    if (fm_config_load_string(&cfg, c.config_text, ckpt_path, err, sizeof err)) fail_all(err);
+    apply_overrides(&cfg, argc, argv, first, 1);
+    validate(&cfg);
+    fm_mlp_set_threads((int)cfg.threads);
+    fm_mlp mlp;
+    if (fm_ckpt_model_of(&mlp, &cfg, err, sizeof err)) fail_all(err);
+    if (fm_comm_rank() != 0) c.params = fm_malloc(sizeof(float) * mlp.nparams);
+    fm_comm_bcast(c.params, sizeof(float) * mlp.nparams);
+
+    char path[FM_PATH_MAX + 32];
+    if (out) {
+        snprintf(path, sizeof path, "%s", out);
+    } else {
+        const char *slash = strrchr(ckpt_path, '/');
+        snprintf(path, sizeof path, "%.*ssamples.h5", slash ? (int)(slash - ckpt_path + 1) : 0, ckpt_path);
+    }
+    if (cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
+    char *text = fm_config_dump(&cfg);
+    int ok = fm_samples_run(path, &cfg, text, &mlp, c.params, step, err, sizeof err) == 0;
+    if (!ok && fm_comm_rank() == 0) fprintf(stderr, "fmtrain: error: %s\n", err);
+    free(text);
+    fm_ckpt_free(&c);
+    return ok ? 0 : 1;
+}
+
+static int cmd_info(int argc, char **argv, int first)
+{
+    if (first + 1 != argc) fail_all("usage: fmtrain info FILE.h5");
+    char err[FM_PATH_MAX + 256];
+    int ok = 1;
+    if (fm_comm_rank() == 0 && fm_ckpt_info(argv[first], err, sizeof err)) {
+        fprintf(stderr, "fmtrain: error: %s\n", err);
+        ok = 0;
+    }
+    return fm_comm_all_ok(ok) ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    fm_comm_init(&argc, &argv);
+    const char *cmd = argc > 1 ? argv[1] : "--help";
+    int status;
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        if (fm_comm_rank() == 0) fputs(usage, stdout);
+        status = 0;
+    } else if (!strcmp(cmd, "--version")) {
+        if (fm_comm_rank() == 0) printf("fmtrain %s (checkpoint format %d)\n", FM_VERSION_STRING, FM_FORMAT_VERSION);
+        status = 0;
+    } else if (!strcmp(cmd, "keys")) {
+        if (fm_comm_rank() == 0) fm_config_print_keys();
+        status = 0;
+    } else if (!strcmp(cmd, "sample")) {
+        status = cmd_sample(argc, argv, 2);
+    } else if (!strcmp(cmd, "info")) {
+        status = cmd_info(argc, argv, 2);
+    } else if (!strcmp(cmd, "train")) {
+        status = cmd_train(argc, argv, 2);
+    } else {
+        status = cmd_train(argc, argv, 1);
+    }
+    fflush(stdout);
+    fm_comm_exit(status);
+}

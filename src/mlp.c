@@ -179,6 +179,8 @@ double fm_mlp_loss(float *dout, const float *out, const float *target, int n, in
     return sum;
 }
 
+void fm_mlp_set_threads(int threads) { openblas_set_num_threads(threads); }
+
 static const char *const act_names[] = {"silu", "relu", "tanh"};
 
 int fm_mlp_act_parse(const char *name)

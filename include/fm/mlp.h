@@ -52,6 +52,9 @@ void fm_mlp_backward(float *grad /* [nparams] */, fm_mlp_work *w, const fm_mlp *
 double fm_mlp_loss(float *dout /* [n, dim] */, const float *out /* [n, dim] */,
                    const float *target /* [n, dim] */, int n, int dim, float scale);
 
+/* Threads of the BLAS behind every product (one per rank by default: the MPI convention). */
+void fm_mlp_set_threads(int threads);
+
 /* "silu" | "relu" | "tanh" -> activation; -1 when unknown. */
 int fm_mlp_act_parse(const char *name);
 const char *fm_mlp_act_name(fm_act a);

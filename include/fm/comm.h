@@ -1,0 +1,26 @@
+/* Everything that talks MPI. The rest of fm calls these, never MPI itself. */
+#ifndef FM_COMM_H
+#define FM_COMM_H
+
+#include <stddef.h>
+
+/* MPI_Init; records the rank for error messages; makes FM_FATAL end the whole job. */
+void fm_comm_init(int *argc, char ***argv);
+int fm_comm_rank(void);
+int fm_comm_size(void);
+
+/* Broadcast of bytes from rank 0 (any size: sent in pieces under MPI's int count). */
+void fm_comm_bcast(void *buf, size_t bytes);
+
+/* In-place sum over ranks of n floats (the flat gradient with the loss appended). */
+void fm_comm_allreduce_sum(float *buf, size_t n);
+
+/* 1 when ok is non-zero on every rank: one rank's failure becomes everyone's decision. */
+int fm_comm_all_ok(int ok);
+
+void fm_comm_barrier(void);
+
+/* A clean end for all ranks together: MPI_Finalize, then exit(status). */
+_Noreturn void fm_comm_exit(int status);
+
+#endif

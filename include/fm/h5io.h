@@ -1,0 +1,45 @@
+/* A thin layer over HDF5: the only file that includes hdf5.h. Checkpoints, samples and `info`
+ * build their schemas on these calls. Every call returns 0 (or a handle >= 0) on success and -1
+ * on failure; HDF5's own error stack printing is silenced, the callers name what failed. */
+#ifndef FM_H5IO_H
+#define FM_H5IO_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef int64_t fm_h5; /* hid_t */
+
+/* Creates (truncates) a file. parallel = 1: every rank calls it and writes collectively. */
+fm_h5 fm_h5_create(const char *path, int parallel);
+/* Opens read-only; -1 when missing or not HDF5. */
+fm_h5 fm_h5_open(const char *path);
+/* Flushes to the OS and closes. */
+int fm_h5_close(fm_h5 f);
+
+/* Datasets of shape dims[0..rank) (rank 0: a scalar); intermediate groups are created. */
+int fm_h5_write_f32(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims);
+int fm_h5_write_f64(fm_h5 f, const char *name, const double *data, int rank, const uint64_t *dims);
+int fm_h5_write_i64(fm_h5 f, const char *name, const int64_t *data, int rank, const uint64_t *dims);
+/* Parallel file: every rank calls it with the full dims; this rank writes rows [row0, row0+nrows)
+ * of the first dimension (collective I/O; nrows may be 0). */
+int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims,
+                         uint64_t row0, uint64_t nrows);
+
+/* Attributes on the object at path obj ("/" for the root). Strings are UTF-8, variable length. */
+int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value);
+int fm_h5_attr_i64(fm_h5 f, const char *obj, const char *name, int64_t value);
+/* Reads; -1 when missing or of another kind. The string is malloc'd. */
+int fm_h5_attr_read_str(fm_h5 f, const char *obj, const char *name, char **value);
+int fm_h5_attr_read_i64(fm_h5 f, const char *obj, const char *name, int64_t *value);
+
+/* Shape of a dataset: rank and dims (up to 8); -1 when there is no such dataset. */
+int fm_h5_shape(fm_h5 f, const char *name, int *rank, uint64_t dims[8]);
+/* Reads a whole dataset of exactly n elements, converting to the type asked for. */
+int fm_h5_read_f32(fm_h5 f, const char *name, float *out, uint64_t n);
+int fm_h5_read_f64(fm_h5 f, const char *name, double *out, uint64_t n);
+int fm_h5_read_i64(fm_h5 f, const char *name, int64_t *out, uint64_t n);
+
+/* Lists every dataset with its shape and type, one per line. */
+int fm_h5_list(fm_h5 f, FILE *out);
+
+#endif

@@ -1,0 +1,16 @@
+/* The parallel sampler run: trajectory j (of n) belongs to the rank whose share
+ * [floor(rN/P), floor((r+1)N/P)) holds it, its x0 drawn from (sample.seed, j); every rank
+ * integrates its own and all write OUTDIR/samples.h5 together (a hyperslab each, collective
+ * I/O), so the file is the same for any number of ranks. */
+#ifndef FM_SAMPLES_H
+#define FM_SAMPLES_H
+
+#include "fm/config.h"
+#include "fm/mlp.h"
+
+/* Collective. Writes path atomically (temporary file, then rename by rank 0).
+ * Returns 0, or -1 with err on the rank that failed (the caller agrees with the others). */
+int fm_samples_run(const char *path, const fm_config *cfg, const char *config_text, const fm_mlp *m,
+                   const float *params, long checkpoint_step, char *err, int cap);
+
+#endif

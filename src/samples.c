@@ -1,0 +1,98 @@
+#include "fm/samples.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fm/ckpt.h"
+#include "fm/comm.h"
+#include "fm/dist.h"
+#include "fm/error.h"
+#include "fm/h5io.h"
+#include "fm/rng.h"
+#include "fm/sampler.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int write_file(const char *tmp, const fm_config *cfg, const char *config_text, long checkpoint_step,
+                      const float *x, const float *traj, uint64_t r0, uint64_t nloc, uint64_t mloc)
+{
+    const uint64_t N = (uint64_t)cfg->sample_n, M = (uint64_t)cfg->trajectories, T = (uint64_t)cfg->sample_steps + 1;
+    const uint64_t D = (uint64_t)cfg->dim;
+    fm_h5 f = fm_h5_create(tmp, 1);
+    if (!fm_comm_all_ok(f >= 0)) {
+        if (f >= 0) fm_h5_close(f);
+        return -1;
+    }
+    float *times = fm_malloc(sizeof(float) * T);
+    for (uint64_t k = 0; k < T; k++) times[k] = (float)((double)k / (double)cfg->sample_steps);
+    const int root = fm_comm_rank() == 0;
+    uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
+    /* Attributes and dataset creation are collective: every rank makes the same calls. */
+    int rc = fm_h5_attr_str(f, "/", "fm_format", "samples") || fm_h5_attr_i64(f, "/", "fm_version", FM_FORMAT_VERSION) ||
+             fm_h5_attr_str(f, "/", "config", config_text) || fm_h5_attr_str(f, "/", "solver", cfg->solver) ||
+             fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) || fm_h5_attr_i64(f, "/", "checkpoint_step", checkpoint_step) ||
+             fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
+             fm_h5_write_f32_rows(f, "/samples", x, 2, sd, r0, nloc) ||
+             fm_h5_write_f32_rows(f, "/trajectories", traj, 3, td, r0 < M ? r0 : M, mloc) ||
+             fm_h5_write_f32_rows(f, "/times", times, 1, tt, 0, root ? T : 0);
+    if (fm_h5_close(f)) rc = -1;
+    free(times);
+    return fm_comm_all_ok(rc == 0) ? 0 : -1;
+}
+
+int fm_samples_run(const char *path, const fm_config *cfg, const char *config_text, const fm_mlp *m,
+                   const float *params, long checkpoint_step, char *err, int cap)
+{
+    const int P = fm_comm_size(), r = fm_comm_rank();
+    const uint64_t N = (uint64_t)cfg->sample_n, M = (uint64_t)cfg->trajectories, T = (uint64_t)cfg->sample_steps + 1;
+    const int D = (int)cfg->dim;
+    const uint64_t r0 = N * (uint64_t)r / (uint64_t)P, r1 = N * (uint64_t)(r + 1) / (uint64_t)P;
+    const uint64_t nloc = r1 - r0, mloc = r1 <= M ? nloc : (r0 < M ? M - r0 : 0);
+    const fm_solver solver = (fm_solver)fm_sampler_parse(cfg->solver);
+    double t0 = now();
+
+    fm_dist *src = fm_dist_gaussian(D, (float)cfg->source_std);
+    float *x = fm_malloc(sizeof(float) * nloc * D);
+    float *traj = fm_malloc(sizeof(float) * mloc * T * D);
+    const int chunk = (int)(cfg->sample_batch < (long)nloc ? cfg->sample_batch : (long)nloc);
+    fm_sampler_work *w = chunk > 0 ? fm_sampler_work_new(m, chunk) : NULL;
+    for (uint64_t c0 = 0; c0 < nloc; c0 += (uint64_t)chunk) {
+        const int nb = (int)(nloc - c0 < (uint64_t)chunk ? nloc - c0 : (uint64_t)chunk);
+        const int mb = c0 >= mloc ? 0 : (int)(mloc - c0 < (uint64_t)nb ? mloc - c0 : (uint64_t)nb);
+        fm_dist_sample(x + c0 * D, src, (uint64_t)cfg->sample_seed, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
+        fm_sampler_integrate(x + c0 * D, mb ? traj + c0 * T * D : NULL, w, m, params, nb, mb, cfg->sample_steps, solver);
+    }
+    fm_sampler_work_free(w);
+    fm_dist_free(src);
+    double t1 = now();
+
+    char tmp[FM_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int rc = write_file(tmp, cfg, config_text, checkpoint_step, x, traj, r0, nloc, mloc);
+    free(x);
+    free(traj);
+    if (rc == 0 && r == 0 && (fm_fsync_path(tmp) || rename(tmp, path))) rc = -1;
+    if (rc) {
+        if (r == 0) unlink(tmp);
+        fm_errorf(err, cap, "writing samples %s failed (%s)", path, errno ? strerror(errno) : "HDF5 error");
+        return -1;
+    }
+    if (r == 0) {
+        fm_fsync_dir_of(path);
+        double traj_steps = (double)N * (double)cfg->sample_steps;
+        printf("sampled %llu x %ld %s steps on %d rank%s in %.2f s (%.3g trajectory-steps/s); wrote %s in %.2f s\n",
+               (unsigned long long)N, cfg->sample_steps, cfg->solver, P, P > 1 ? "s" : "", t1 - t0,
+               traj_steps / (t1 - t0 > 0 ? t1 - t0 : 1e-9), path, now() - t1);
+        fflush(stdout);
+    }
+    return 0;
+}
