@@ -66,7 +66,7 @@ static const key_spec keys[] = {
     {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
     {"sample", "solver", T_WORD, OFF(solver), 0, 0, "euler midpoint rk4", "euler", 0, "ODE solver"},
     {"sample", "seed", T_INT, OFF(sample_seed), 0, 4294967295.0, 0, "1", 0, "seed of the sampler's x0 draws"},
-    {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, "100", 0, "how many of the samples are recorded at every step"},
+    {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, "100", 0, "how many of the samples are recorded at every step (at most sample.n)"},
     {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, "4096", 0, "trajectories integrated at once per rank (memory)"},
     {"output", "dir", T_TEXT, OFF(dir), 0, 0, 0, "out", 0, "output directory (the -o option overrides it)"},
 };
@@ -280,11 +280,6 @@ int fm_config_validate(const fm_config *c, char *err, int cap)
 {
     if (strcmp(c->target, "gmm_ring") == 0 && c->dim != 2) {
         fm_errorf(err, cap, "[data] dim = %ld with target = gmm_ring: allowed: dim = 2 (the ring is 2-D)", c->dim);
-        return -1;
-    }
-    if (c->trajectories > c->sample_n) {
-        fm_errorf(err, cap, "[sample] trajectories = %ld exceeds [sample] n = %ld: allowed: 0 to n",
-                  c->trajectories, c->sample_n);
         return -1;
     }
     if (c->sample_n > 4294967295L || c->batch > 4294967295L) {

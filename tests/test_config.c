@@ -80,9 +80,6 @@ int main(void)
     c.dim = 3;
     CHECK(fm_config_validate(&c, err, sizeof err) == -1 && strstr(err, "gmm_ring"), "%s", err);
     fm_config_defaults(&c);
-    c.trajectories = c.sample_n + 1;
-    CHECK(fm_config_validate(&c, err, sizeof err) == -1 && strstr(err, "trajectories"), "%s", err);
-    fm_config_defaults(&c);
     CHECK(fm_config_validate(&c, err, sizeof err) == 0, "%s", err);
     return check_report("test_config");
 }

@@ -1,0 +1,71 @@
+"""Shared helpers of the end-to-end tests: run fmtrain (under mpirun), read its HDF5 files.
+
+ctest sets FMTRAIN (the binary) and FM_SOURCE_DIR, and the two variables Open MPI needs to run as
+root; --oversubscribe lets 4 or 64 ranks share the 2 cores of a CI machine.
+"""
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+SOURCE = Path(os.environ.get("FM_SOURCE_DIR", Path(__file__).resolve().parents[1]))
+FMTRAIN = os.environ.get("FMTRAIN", str(SOURCE / "build" / "fmtrain"))
+SEED_INI = str(SOURCE / "jobs" / "gmm11.ini")
+
+
+def run(args, np_=None, check=True, timeout=600):
+    """Runs fmtrain ARGS, on np_ ranks through mpirun when np_ is given; returns the result."""
+    cmd = [FMTRAIN] + [str(a) for a in args]
+    if np_ is not None:
+        cmd = ["mpirun", "--oversubscribe", "-np", str(np_)] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
+    return r
+
+
+def params(path):
+    """The model parameters of a checkpoint as {name: array}."""
+    with h5py.File(path, "r") as f:
+        out = {}
+        f["model"].visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        return out
+
+
+def history(path):
+    with h5py.File(path, "r") as f:
+        return f["history/step"][()], f["history/loss"][()]
+
+
+def tree_digest(d):
+    """A checksum of every file name and content under d: 'nothing changed' is digest equality."""
+    h = hashlib.sha256()
+    for p in sorted(Path(d).rglob("*")):
+        h.update(str(p.relative_to(d)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def assert_close_rel(a, b, rel, what):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} vs {b.shape}"
+    err = np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-3)) if a.size else 0.0
+    assert err <= rel, f"{what}: max relative difference {err:.3g} > {rel}"
+
+
+@pytest.fixture(scope="session")
+def seed_runs(tmp_path_factory):
+    """The seed config for 30 steps on 1, 2 and 4 ranks (a shared fixture: several tests read it)."""
+    base = tmp_path_factory.mktemp("seed30")
+    out = {}
+    for p in (1, 2, 4):
+        d = base / f"np{p}"
+        run(["-c", SEED_INI, "-o", d, "--train.steps=30", "--train.log_every=10", "--sample.n=300",
+             "--sample.trajectories=20", "--sample.steps=50"], np_=p)
+        out[p] = d
+    return out

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: Debian packages, Release build, ctest.
+#   bash tests/run.sh            everything
+#   FM_ASAN=1 bash tests/run.sh  the same under AddressSanitizer + UBSan (build-asan/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash jobs/install-deps.sh
+build=build
+flags=(-DCMAKE_BUILD_TYPE=Release)
+if [ "${FM_ASAN:-0}" = 1 ]; then build=build-asan; flags=(-DCMAKE_BUILD_TYPE=Debug -DFM_ASAN=ON); fi
+cmake -S . -B "$build" "${flags[@]}" >/dev/null
+cmake --build "$build" -j "$(nproc)"
+ctest --test-dir "$build" --output-on-failure "$@"
