@@ -103,7 +103,8 @@ static int read_layers(fm_h5 f, const char *prefix, const fm_mlp *m, float *buf,
     return 0;
 }
 
-int fm_ckpt_write(const char *path, const char *config_text, const fm_mlp *m, const float *params,
+int fm_ckpt_write(const char *path, const char *config_text, const fm_dist *target, const fm_mlp *m,
+                  const float *params,
                   const float *adam_m, const float *adam_v, long step, const fm_history *h, char *err, int cap)
 {
     char tmp[FM_PATH_MAX + 8];
@@ -113,7 +114,7 @@ int fm_ckpt_write(const char *path, const char *config_text, const fm_mlp *m, co
         fm_errorf(err, cap, "cannot create %s: %s", tmp, strerror(errno));
         return -1;
     }
-    uint64_t n[1] = {h->n};
+    uint64_t n[1] = {h->n}, md[2] = {(uint64_t)target->nmodes, (uint64_t)target->dim};
     int64_t step64 = step;
     int rc = fm_h5_attr_str(f, "/", "fm_format", "checkpoint") || fm_h5_attr_i64(f, "/", "fm_version", FM_FORMAT_VERSION) ||
              fm_h5_attr_i64(f, "/", "step", step) || fm_h5_attr_str(f, "/", "config", config_text) ||
@@ -122,7 +123,9 @@ int fm_ckpt_write(const char *path, const char *config_text, const fm_mlp *m, co
              fm_h5_write_i64(f, "/history/step", h->step, 1, n) || fm_h5_write_f32(f, "/history/loss", h->loss, 1, n) ||
              fm_h5_write_f32(f, "/history/lr", h->lr, 1, n) ||
              fm_h5_write_f32(f, "/history/grad_norm", h->grad_norm, 1, n) ||
-             fm_h5_write_f64(f, "/history/time", h->time, 1, n);
+             fm_h5_write_f64(f, "/history/time", h->time, 1, n) ||
+             fm_h5_write_f32(f, "/data/target_means", target->means, 2, md) ||
+             fm_h5_write_f32(f, "/data/target_std", &target->std, 0, NULL);
     if (fm_h5_close(f)) rc = -1;
     /* Durable before visible: fsync the data, then rename, then fsync the directory. */
     if (rc == 0 && fm_fsync_path(tmp)) rc = -1;

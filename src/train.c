@@ -202,7 +202,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
             }
         }
         if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps) {
-            int ok = rank != 0 || fm_ckpt_write(ckpt_path, config_text, &s.mlp, s.params, s.m, s.v, step, &s.hist,
+            int ok = rank != 0 || fm_ckpt_write(ckpt_path, config_text, target, &s.mlp, s.params, s.m, s.v, step, &s.hist,
                                                 err, sizeof err) == 0;
             if (!ok) fprintf(stderr, "fmtrain: error: %s\n", err);
             if (!fm_comm_all_ok(ok)) {

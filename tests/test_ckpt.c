@@ -32,7 +32,8 @@ int main(int argc, char **argv)
     for (int s = 1; s <= 250; s++) fm_history_push(&h, s, 1.0f / s, 1e-3f, (float)s, 0.01 * s);
 
     unlink(path);
-    CHECK(fm_ckpt_write(path, text, &m, p, mo, v, 250, &h, err, sizeof err) == 0, "%s", err);
+    fm_dist *target = fm_dist_gmm_random(3, 4, 2.0f, 0.5f, 1);
+    CHECK(fm_ckpt_write(path, text, target, &m, p, mo, v, 250, &h, err, sizeof err) == 0, "%s", err);
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     CHECK(access(tmp, F_OK) != 0, "the temporary file is left behind");
@@ -92,5 +93,6 @@ int main(int argc, char **argv)
     unlink(path);
     free(p); free(mo); free(v); free(text);
     fm_history_free(&h);
+    fm_dist_free(target);
     return check_report("test_ckpt");
 }

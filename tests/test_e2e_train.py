@@ -99,3 +99,11 @@ def test_info_describes_both_files(seed_runs):
     assert "[1024, 3]" in r.stdout and "hidden = 1024,16" in r.stdout
     r = run(["info", d / "samples.h5"])
     assert "fm samples" in r.stdout and "/trajectories" in r.stdout and "[20, 51, 2]" in r.stdout
+
+
+def test_readme_lists_every_key():
+    """The README's key table is `fmtrain keys`: documentation cannot drift from the code."""
+    from conftest import SOURCE
+    keys = run(["keys"]).stdout.strip()
+    assert keys.count("\n") > 30
+    assert keys in (SOURCE / "README.md").read_text(), "README.md's key table differs from `fmtrain keys`"

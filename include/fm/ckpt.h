@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "fm/config.h"
+#include "fm/dist.h"
 #include "fm/mlp.h"
 
 #define FM_FORMAT_VERSION 1
@@ -33,8 +34,10 @@ typedef struct {
 } fm_ckpt;
 
 /* Writes path atomically: a temporary file beside it, flushed and fsync'ed, then renamed over
- * it. On failure path is untouched and err says why. */
-int fm_ckpt_write(const char *path, const char *config_text, const fm_mlp *m, const float *params,
+ * it. On failure path is untouched and err says why. The target's means go in too
+ * (/data/target_means with attribute std), so that tools need not regenerate them. */
+int fm_ckpt_write(const char *path, const char *config_text, const fm_dist *target, const fm_mlp *m,
+                  const float *params,
                   const float *adam_m, const float *adam_v, long step, const fm_history *h, char *err,
                   int cap);
 

@@ -1,0 +1,81 @@
+"""The figures of the seed post, from fmtrain's HDF5 files alone (matplotlib, Agg backend)."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import fmtools  # noqa: E402
+
+
+def _grid(extent, n=300):
+    g = np.linspace(-extent, extent, n)
+    xx, yy = np.meshgrid(g, g)
+    return xx, yy, np.stack([xx.ravel(), yy.ravel()], 1)
+
+
+def _density(ax, dist, extent, cmap="Blues", alpha=1.0):
+    xx, yy, pts = _grid(extent)
+    ax.imshow(np.exp(dist.logpdf(pts)).reshape(xx.shape), extent=(-extent, extent, -extent, extent),
+              origin="lower", cmap=cmap, alpha=alpha)
+    ax.set_aspect("equal")
+
+
+def densities(path, source, target, extent=15.0):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for ax, d, title in ((axes[0], source, "source p_init"), (axes[1], target, "target p_data")):
+        _density(ax, d, extent)
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def samples_over_time(path, samples, target, extent=15.0, at=(0.0, 1 / 3, 2 / 3, 1.0)):
+    """Samples at t = 0, 1/3, 2/3, 1 (from the recorded trajectories) over the target density."""
+    traj, times = samples.trajectories, samples.times
+    fig, axes = plt.subplots(1, len(at), figsize=(4.2 * len(at), 4.4))
+    for ax, t in zip(axes, at):
+        k = int(np.abs(times - t).argmin())
+        _density(ax, target, extent, cmap="Greys", alpha=0.6)
+        ax.scatter(traj[:, k, 0], traj[:, k, 1], s=2, c="tab:red", alpha=0.6)
+        ax.set_xlim(-extent, extent)
+        ax.set_ylim(-extent, extent)
+        ax.set_title(f"t = {times[k]:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def trajectories(path, samples, target, extent=15.0, most=300):
+    traj = samples.trajectories[:most]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    _density(ax, target, extent, cmap="Greys", alpha=0.6)
+    for tr in traj:
+        ax.plot(tr[:, 0], tr[:, 1], lw=0.4, alpha=0.5, c="tab:blue")
+    if len(traj):
+        ax.scatter(traj[:, 0, 0], traj[:, 0, 1], s=3, c="black", label="x0")
+        ax.scatter(traj[:, -1, 0], traj[:, -1, 1], s=3, c="tab:red", label="x1")
+        ax.legend(loc="upper right")
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_title(f"{len(traj)} trajectories")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def loss_curve(path, history, window=100, title="training loss"):
+    """The loss on a log scale with a running mean: the seed's loss is heavy-tailed."""
+    step, loss = history["step"], history["loss"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(step, loss, lw=0.5, alpha=0.4, label="loss")
+    ax.plot(step, fmtools.running_mean(loss, window), lw=1.5, label=f"running mean ({window})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("CFM loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,116 @@
+"""The analysis tools: loader, numpy model, metrics, report (Debian's h5py, numpy, matplotlib)."""
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import SOURCE
+
+sys.path.insert(0, str(SOURCE / "analysis"))
+import fmtools  # noqa: E402
+
+ANALYZE = str(SOURCE / "analysis" / "fm_analyze.py")
+
+
+def test_numpy_forward_matches_fmtrain(seed_runs):
+    """Every recorded Euler step is x_{k+1} = x_k + h u_theta(x_k, t_k): the numpy model from the
+    checkpoint's weights reproduces the steps fmtrain took."""
+    ck = fmtools.load_checkpoint(seed_runs[1] / "checkpoint.h5")
+    s = fmtools.load_samples(seed_runs[1] / "samples.h5")
+    traj, times = s.trajectories.astype(np.float64), s.times
+    h = 1.0 / (len(times) - 1)
+    worst = 0.0
+    for k in range(len(times) - 1):
+        u = fmtools.velocity(ck, traj[:, k], times[k])
+        step = (traj[:, k + 1] - traj[:, k]) / h
+        worst = max(worst, np.max(np.abs(step - u) / (1 + np.abs(u))))
+    assert worst < 2e-3, f"numpy velocity differs from fmtrain's steps by {worst:.3g}"
+    # ...and a wrong model (another layer's bias changed) would not.
+    ck.biases[-1] = ck.biases[-1] + 0.1
+    u = fmtools.velocity(ck, traj[:, 0], times[0])
+    assert np.max(np.abs((traj[:, 1] - traj[:, 0]) / h - u)) > 0.05
+
+
+def test_stored_means_are_the_ring(seed_runs):
+    ck = fmtools.load_checkpoint(seed_runs[1] / "checkpoint.h5")
+    stored = fmtools.target_of(ck)
+    rebuilt = fmtools.target_of(ck.config)
+    np.testing.assert_allclose(stored.means, rebuilt.means, atol=1e-5)
+    assert stored.std == rebuilt.std == 1.0 and len(stored.means) == 11
+
+
+def test_logpdf_is_a_density():
+    ring = fmtools.target_of(fmtools.read_config("[data]\ntarget=gmm_ring\nmodes=11\nradius=10\nstd=1\nx_offset=0\n"))
+    g = np.linspace(-16, 16, 321)
+    xx, yy = np.meshgrid(g, g)
+    p = np.exp(ring.logpdf(np.stack([xx.ravel(), yy.ravel()], 1)))
+    assert abs(p.sum() * (g[1] - g[0]) ** 2 - 1) < 1e-3
+    far = ring.logpdf(np.array([[500.0, 0.0]]))[0]
+    assert np.isfinite(far) and abs(far - (-0.5 * 490 ** 2 - np.log(11) - np.log(2 * np.pi))) < 1e-6
+
+
+def test_metrics_of_true_and_of_collapsed_samples():
+    ring = fmtools.target_of(fmtools.read_config("[data]\ntarget=gmm_ring\nmodes=11\nradius=10\nstd=1\nx_offset=0\n"))
+    rng = np.random.default_rng(5)
+    m = fmtools.metrics(ring.sample(5000, rng), ring, seed=1)
+    assert m["modes_covered"] == 11 and m["kl_modes"] < 0.01 and m["energy_distance"] < 0.01
+    assert 0.985 < m["within_3std"] < 0.997
+    assert abs(m["mean_logpdf"] - (-5.24)) < 0.06  # -(log 11 + log(2 pi e)) for well-separated modes
+    # Mode collapse onto 5 modes: the histogram KL is log(11/5), six modes are missing.
+    bad = fmtools.Mixture(ring.means[:5], 1.0).sample(5000, rng)
+    mb = fmtools.metrics(bad, ring, seed=1)
+    assert mb["modes_covered"] == 5
+    assert abs(mb["kl_modes"] - np.log(11 / 5)) < 0.02
+    assert mb["energy_distance"] > 1.0
+    # Blurred samples: fewer within 3 std, lower log-density.
+    blur = ring.sample(5000, rng) + 2.0 * rng.standard_normal((5000, 2))
+    mbl = fmtools.metrics(blur, ring, seed=1)
+    assert mbl["within_3std"] < 0.9 and mbl["mean_logpdf"] < m["mean_logpdf"] - 0.5
+
+
+def test_energy_distance_against_direct_formula():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 2)), rng.normal(1.0, 1.0, size=(40, 2))
+    d = lambda a, b: np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).mean()  # noqa: E731
+    direct = 2 * d(x, y) - d(x, x) - d(y, y)
+    assert abs(fmtools.energy_distance(x, y, chunk=7) - direct) < 1e-9
+
+
+def test_running_mean():
+    y = np.arange(10.0)
+    r = fmtools.running_mean(y, 3)
+    np.testing.assert_allclose(r, [0, 0.5, 1, 2, 3, 4, 5, 6, 7, 8])
+
+
+def test_report_writes_metrics_and_figures(seed_runs, tmp_path):
+    import shutil
+    d = tmp_path / "run"
+    shutil.copytree(seed_runs[1], d)
+    r = subprocess.run([sys.executable, ANALYZE, "report", str(d)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "energy distance" in r.stdout and "true samples" in r.stdout
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["checkpoint_step"] == 30 and m["fmtrain"]["n"] == 300 and m["true_samples"]["modes_covered"] == 11
+    for name in ("densities", "samples_over_time", "trajectories", "loss"):
+        png = d / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_loader_refuses_other_files(seed_runs, tmp_path):
+    with pytest.raises(ValueError, match="expected an fm checkpoint"):
+        fmtools.load_checkpoint(seed_runs[1] / "samples.h5")
+    other = tmp_path / "x.h5"
+    with h5py.File(other, "w") as f:
+        f["a"] = 1
+    with pytest.raises(ValueError, match="not an fm file"):
+        fmtools.load_samples(other)
+    r = subprocess.run([sys.executable, ANALYZE, "report", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("fm_analyze: error:") and r.stderr.count("\n") == 1
+
+
+def test_help():
+    r = subprocess.run([sys.executable, ANALYZE, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "report" in r.stdout
