@@ -1,6 +1,8 @@
 #include "fm/ckpt.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 
 #include "fm/error.h"
 #include "fm/h5io.h"
+#include "fm/stop.h"
 
 void fm_history_reserve(fm_history *h, size_t cap)
 {
@@ -104,14 +107,15 @@ static int read_layers(fm_h5 f, const char *prefix, const fm_mlp *m, float *buf,
 }
 
 int fm_ckpt_write(const char *path, const char *config_text, const fm_dist *target, const fm_mlp *m,
-                  const float *params,
-                  const float *adam_m, const float *adam_v, long step, const fm_history *h, char *err, int cap)
+                  const float *params, const float *adam_m, const float *adam_v, long step, const fm_history *h, char *err, int cap)
 {
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    fm_h5 f = fm_h5_create(tmp, 0);
+    /* Built in memory, then written with plain POSIX calls: a full disk or a dead NFS server is
+     * an ordinary write error, and no HDF5 state is left half-closed. */
+    fm_h5 f = fm_h5_create_memory();
     if (f < 0) {
-        fm_errorf(err, cap, "cannot create %s: %s", tmp, strerror(errno));
+        fm_errorf(err, cap, "cannot create an HDF5 image for %s", path);
         return -1;
     }
     uint64_t n[1] = {h->n}, md[2] = {(uint64_t)target->nmodes, (uint64_t)target->dim};
@@ -126,9 +130,12 @@ int fm_ckpt_write(const char *path, const char *config_text, const fm_dist *targ
              fm_h5_write_f64(f, "/history/time", h->time, 1, n) ||
              fm_h5_write_f32(f, "/data/target_means", target->means, 2, md) ||
              fm_h5_write_f32(f, "/data/target_std", &target->std, 0, NULL);
-    if (fm_h5_close(f)) rc = -1;
-    /* Durable before visible: fsync the data, then rename, then fsync the directory. */
-    if (rc == 0 && fm_fsync_path(tmp)) rc = -1;
+    errno = 0;
+    if (rc) fm_h5_close(f);
+    /* Durable before visible: the image is fsync'ed by fm_h5_save, then renamed, then the
+     * directory is fsync'ed. */
+    else if (fm_h5_save(f, tmp)) rc = -1;
+    if (rc == 0 && fm_fault("crash_in_checkpoint", step)) kill(getpid(), SIGKILL); /* test-only */
     if (rc == 0 && rename(tmp, path)) rc = -1;
     if (rc) {
         int e = errno;
@@ -138,6 +145,44 @@ int fm_ckpt_write(const char *path, const char *config_text, const fm_dist *targ
         return -1;
     }
     fm_fsync_dir_of(path);
+    return 0;
+}
+
+static int numbered_step(const char *name, long *step)
+{
+    char tail[8];
+    return sscanf(name, "checkpoint_%ld%7s", step, tail) == 2 && strcmp(tail, ".h5") == 0;
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? -1 : x > y;
+}
+
+int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap)
+{
+    char src[FM_PATH_MAX + 32], dst[FM_PATH_MAX + 32];
+    snprintf(src, sizeof src, "%s/checkpoint.h5", dir);
+    snprintf(dst, sizeof dst, "%s/checkpoint_%09ld.h5", dir, step);
+    unlink(dst);
+    if (link(src, dst)) {
+        fm_errorf(err, cap, "cannot keep %s: %s", dst, strerror(errno));
+        return -1;
+    }
+    /* Delete the oldest numbered checkpoints beyond the newest `keep`. */
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    long steps[4096];
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) && n < 4096;)
+        if (numbered_step(e->d_name, &steps[n])) n++;
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof steps[0], cmp_long);
+    for (int i = 0; i < n - keep; i++) {
+        snprintf(dst, sizeof dst, "%s/checkpoint_%09ld.h5", dir, steps[i]);
+        unlink(dst);
+    }
     return 0;
 }
 

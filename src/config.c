@@ -341,13 +341,13 @@ char *fm_config_dump(const fm_config *c)
     return out;
 }
 
-int fm_config_diff_fixed(char *out, int cap, const fm_config *a, const fm_config *b)
+int fm_config_diff(char *out, int cap, const fm_config *a, const fm_config *b, int fixed)
 {
     int n = 0;
     size_t len = 0;
     out[0] = '\0';
     for (int i = 0; i < NKEYS; i++) {
-        if (!keys[i].fixed) continue;
+        if (keys[i].fixed != fixed) continue;
         char va[FM_PATH_MAX], vb[FM_PATH_MAX];
         format_value(va, sizeof va, a, &keys[i]);
         format_value(vb, sizeof vb, b, &keys[i]);

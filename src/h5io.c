@@ -1,6 +1,9 @@
 #include "fm/h5io.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +27,47 @@ fm_h5 fm_h5_create(const char *path, int parallel)
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     return f < 0 ? -1 : f;
+}
+
+fm_h5 fm_h5_create_memory(void)
+{
+    quiet();
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    H5Pset_fapl_core(fapl, 1 << 20, 0); /* grow by 1 MiB, no backing file */
+    hid_t f = H5Fcreate("fm-memory-image.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    return f < 0 ? -1 : f;
+}
+
+int fm_h5_save(fm_h5 f, const char *path)
+{
+    char *image = NULL;
+    ssize_t size = -1;
+    if (H5Fflush(f, H5F_SCOPE_LOCAL) >= 0) size = H5Fget_file_image(f, NULL, 0);
+    if (size > 0 && (image = malloc((size_t)size)) && H5Fget_file_image(f, image, (size_t)size) != size) size = -1;
+    H5Fclose(f);
+    if (size <= 0 || !image) {
+        free(image);
+        errno = 0;
+        return -1;
+    }
+    int rc = -1, fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+        ssize_t done = 0;
+        while (done < size) {
+            ssize_t w = write(fd, image + done, (size_t)(size - done));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) break;
+            done += w;
+        }
+        rc = (done == size && fsync(fd) == 0) ? 0 : -1;
+        int e = errno;
+        if (close(fd) && rc == 0) rc = -1;
+        else errno = e;
+    }
+    free(image);
+    return rc;
 }
 
 fm_h5 fm_h5_open(const char *path)

@@ -12,6 +12,7 @@
 #include "fm/error.h"
 #include "fm/mlp.h"
 #include "fm/samples.h"
+#include "fm/stop.h"
 #include "fm/train.h"
 
 static const char usage[] =
@@ -30,7 +31,8 @@ static const char usage[] =
     "info    prints what a checkpoint or samples file holds.\n"
     "\n"
     "Run under MPI: mpirun -np 64 fmtrain -c jobs/gmm11.ini -o runs/x\n"
-    "Exit status: 0 done; 1 error (one line on stderr says what and how to fix it).\n";
+    "Exit status: 0 done; 1 error (one line on stderr says what and how to fix it);\n"
+    "75 stopped by SIGTERM, SIGINT or SIGUSR1 with a checkpoint written: run the same command to resume.\n";
 
 /* An error every rank knows alike (bad command line or config): said once, all end together. */
 static _Noreturn void fail_all(const char *msg)
@@ -128,6 +130,19 @@ static void validate(const fm_config *cfg)
 {
     char err[1024];
     if (fm_config_validate(cfg, err, sizeof err)) fail_all(err);
+}
+
+/* srun started N tasks but each sees an MPI world of one: a launcher without the right PMI would
+ * otherwise run N independent copies writing the same files. */
+static void check_launcher(void)
+{
+    const char *n = getenv("SLURM_STEP_NUM_TASKS");
+    if (n && atol(n) > 1 && fm_comm_size() == 1) {
+        char err[512];
+        fm_errorf(err, sizeof err, "SLURM started %ld tasks but MPI sees 1 rank: the launcher lacks the right PMI; "
+                  "use srun --mpi=pmix (or mpirun inside the allocation)", atol(n));
+        fail_all(err);
+    }
 }
 
 static int cmd_train(int argc, char **argv, int first)
@@ -232,6 +247,7 @@ static int cmd_info(int argc, char **argv, int first)
 int main(int argc, char **argv)
 {
     fm_comm_init(&argc, &argv);
+    fm_stop_install();
     const char *cmd = argc > 1 ? argv[1] : "--help";
     int status;
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
@@ -244,13 +260,13 @@ int main(int argc, char **argv)
         if (fm_comm_rank() == 0) fm_config_print_keys();
         status = 0;
     } else if (!strcmp(cmd, "sample")) {
+        check_launcher();
         status = cmd_sample(argc, argv, 2);
     } else if (!strcmp(cmd, "info")) {
         status = cmd_info(argc, argv, 2);
-    } else if (!strcmp(cmd, "train")) {
-        status = cmd_train(argc, argv, 2);
     } else {
-        status = cmd_train(argc, argv, 1);
+        check_launcher();
+        status = cmd_train(argc, argv, strcmp(cmd, "train") ? 1 : 2);
     }
     fflush(stdout);
     fm_comm_exit(status);

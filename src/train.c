@@ -16,6 +16,7 @@
 #include "fm/path.h"
 #include "fm/rng.h"
 #include "fm/samples.h"
+#include "fm/stop.h"
 
 static double now(void)
 {
@@ -43,7 +44,7 @@ static int fail_all(const char *msg)
 /* The run's state, identical on every rank but for the shard. */
 typedef struct {
     fm_mlp mlp;
-    float *params, *grad, *m, *v; /* [nparams] each; grad has one more slot: the loss */
+    float *params, *grad, *m, *v; /* [nparams] each; grad has two more slots: loss, stop flag */
     long step;                    /* steps done */
     fm_history hist;              /* rank 0 */
     double time0;                 /* training seconds of earlier runs (resume) */
@@ -58,7 +59,7 @@ static int resume_from(run_state *s, const fm_config *cfg, const char *path, cha
         char diff[1024];
         if (fm_ckpt_read(&c, path, err, cap)) {
             ok = 0;
-        } else if (fm_config_diff_fixed(diff, sizeof diff, &c.cfg, cfg) > 0) {
+        } else if (fm_config_diff(diff, sizeof diff, &c.cfg, cfg, 1) > 0) {
             fm_errorf(err, cap, "cannot resume %s: the config changes %s; these keys must stay as the checkpoint "
                       "has them (start a new run with another -o instead)", path, diff);
             ok = 0;
@@ -78,7 +79,9 @@ static int resume_from(run_state *s, const fm_config *cfg, const char *path, cha
         s->hist = c.hist;
         memset(&c.hist, 0, sizeof c.hist);
         s->time0 = s->hist.n ? s->hist.time[s->hist.n - 1] : 0.0;
-        printf("resuming %s at step %ld\n", path, step);
+        char changed[1024];
+        fm_config_diff(changed, sizeof changed, &c.cfg, cfg, 0);
+        printf("resuming %s at step %ld%s%s\n", path, step, *changed ? "; changed: " : "", changed);
     }
     fm_comm_bcast(&step, sizeof step);
     fm_comm_bcast(s->params, sizeof(float) * n);
@@ -87,6 +90,18 @@ static int resume_from(run_state *s, const fm_config *cfg, const char *path, cha
     s->step = step;
     fm_ckpt_free(&c);
     return 0;
+}
+
+/* Rank 0: checkpoint.h5, and a numbered copy when train.keep_checkpoints asks for them (the
+ * last K, plus the final one). */
+static int checkpoint(const run_state *s, const fm_config *cfg, const char *config_text, const fm_dist *target,
+                      const char *path, char *err, int cap)
+{
+    if (fm_ckpt_write(path, config_text, target, &s->mlp, s->params, s->m, s->v, s->step, &s->hist, err, cap))
+        return -1;
+    if (cfg->keep_checkpoints == 0) return 0;
+    const int keep = (int)cfg->keep_checkpoints + (s->step == cfg->steps ? 1 : 0);
+    return fm_ckpt_keep(cfg->dir, s->step, keep, err, cap);
 }
 
 static fm_dist *target_of(const fm_config *cfg)
@@ -113,7 +128,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
     if (fm_ckpt_model_of(&s.mlp, cfg, err, sizeof err)) return fail_all(err);
     const size_t n = s.mlp.nparams;
     s.params = fm_malloc(sizeof(float) * n);
-    s.grad = fm_malloc(sizeof(float) * (n + 1));
+    s.grad = fm_malloc(sizeof(float) * (n + 2));
     s.m = fm_calloc(sizeof(float) * n);
     s.v = fm_calloc(sizeof(float) * n);
 
@@ -159,9 +174,10 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
 
     double t_start = now(), t_log = t_start;
     long step_log = s.step;
+    int stop_signal = 0;
     while (s.step < cfg->steps) {
         const long step = s.step + 1; /* the step being taken; its draws use counter `step` */
-        memset(s.grad, 0, sizeof(float) * (n + 1));
+        memset(s.grad, 0, sizeof(float) * (n + 2));
         if (nloc > 0) {
             for (long i = 0; i < nloc; i++) fm_rng_uniform(t + i, (uint64_t)cfg->seed, (uint32_t)step, (uint32_t)(i0 + i), FM_STREAM_T, 1);
             fm_dist_sample(x0, source, (uint64_t)cfg->seed, (uint32_t)step, (uint32_t)i0, FM_STREAM_X0, (int)nloc);
@@ -171,22 +187,27 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
             s.grad[n] = (float)(scale * fm_mlp_loss(dout, out, u, (int)nloc, D, scale));
             fm_mlp_backward(s.grad, work, &s.mlp, s.params, dout, (int)nloc);
         }
-        fm_comm_allreduce_sum(s.grad, n + 1);
+        if (rank == 0 && fm_fault("nan_at_step", step)) s.grad[0] = NAN; /* test-only */
+        /* Every rank's stop request travels with the gradient: all stop at the same step. */
+        s.grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
+        fm_comm_allreduce_sum(s.grad, n + 2);
         const float loss = s.grad[n];
         const double gnorm = fm_optim_clip(s.grad, n, adam.clip);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             fm_errorf(err, sizeof err, "non-finite %s at step %ld; stopped without writing it: %s keeps step %ld "
-                      "(try a lower optim.lr or optim.clip > 0)", isfinite(loss) ? "gradient" : "loss", step, ckpt_path, s.step);
+                      "(try a lower optim.lr or optim.clip > 0)", isfinite(loss) ? "gradient" : "loss", step,
+                      ckpt_path, s.step);
             status = fail_all(err);
             break;
         }
         const double lr = fm_optim_lr(&adam, step, cfg->steps);
         fm_adam_step(s.params, s.m, s.v, s.grad, n, &adam, step, lr);
         s.step = step;
+        if (s.grad[n + 1] > 0.0f) stop_signal = fm_stop_requested() ? fm_stop_requested() : -1;
 
         if (rank == 0) {
             const double elapsed = now() - t_start;
-            if (step <= 100 || step % cfg->history_every == 0 || step % cfg->log_every == 0 || step == cfg->steps)
+            if (step <= 100 || step % cfg->history_every == 0 || step % cfg->log_every == 0 || step == cfg->steps || stop_signal)
                 fm_history_push(&s.hist, step, loss, (float)lr, (float)gnorm, s.time0 + elapsed);
             if (step % cfg->log_every == 0 || step == cfg->steps) {
                 const double tn = now(), rate = (double)(step - step_log) / (tn - t_log > 0 ? tn - t_log : 1e-9);
@@ -201,14 +222,22 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
                 step_log = step;
             }
         }
-        if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps) {
-            int ok = rank != 0 || fm_ckpt_write(ckpt_path, config_text, target, &s.mlp, s.params, s.m, s.v, step, &s.hist,
-                                                err, sizeof err) == 0;
+        if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps || stop_signal) {
+            int ok = rank != 0 || checkpoint(&s, cfg, config_text, target, ckpt_path, err, sizeof err) == 0;
             if (!ok) fprintf(stderr, "fmtrain: error: %s\n", err);
             if (!fm_comm_all_ok(ok)) {
                 status = 1;
                 break;
             }
+        }
+        if (stop_signal) {
+            if (rank == 0) {
+                printf("stopped by a signal at step %ld of %ld; %s holds it: run the same command to resume "
+                       "(exit status %d)\n", step, cfg->steps, ckpt_path, FM_EXIT_STOPPED);
+                fflush(stdout);
+            }
+            status = FM_EXIT_STOPPED;
+            break;
         }
     }
     fm_mlp_work_free(work);

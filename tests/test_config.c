@@ -48,12 +48,13 @@ int main(void)
     CHECK(fm_config_load_string(&d, dump, "dump", err, sizeof err) == 0, "%s", err);
     char diff[512];
     CHECK(memcmp(&c, &d, sizeof c) == 0, "dump does not round-trip:\n%s", dump);
-    CHECK(fm_config_diff_fixed(diff, sizeof diff, &c, &d) == 0, "%s", diff);
+    CHECK(fm_config_diff(diff, sizeof diff, &c, &d, 1) == 0, "%s", diff);
     d.hidden[1] = 5;
     d.seed = 9;
     d.steps = 77; /* may change on resume */
-    CHECK(fm_config_diff_fixed(diff, sizeof diff, &c, &d) == 2 && strstr(diff, "model.hidden (8,4,2 -> 8,5,2)") &&
+    CHECK(fm_config_diff(diff, sizeof diff, &c, &d, 1) == 2 && strstr(diff, "model.hidden (8,4,2 -> 8,5,2)") &&
               strstr(diff, "train.seed"), "%s", diff);
+    CHECK(fm_config_diff(diff, sizeof diff, &c, &d, 0) == 1 && strstr(diff, "train.steps (1000 -> 77)"), "%s", diff);
     free(dump);
 
     /* Every bad input names the key, the value and what is allowed, on one line. */

@@ -41,6 +41,10 @@ int fm_ckpt_write(const char *path, const char *config_text, const fm_dist *targ
                   const float *adam_m, const float *adam_v, long step, const fm_history *h, char *err,
                   int cap);
 
+/* Keeps dir/checkpoint.h5 as dir/checkpoint_STEP.h5 too (a hard link: no copy), then deletes
+ * all but the newest `keep` numbered checkpoints. */
+int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap);
+
 /* Reads and checks format, version, config and every shape before trusting the file. */
 int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap);
 void fm_ckpt_free(fm_ckpt *c);

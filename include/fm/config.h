@@ -49,10 +49,10 @@ int fm_config_validate(const fm_config *c, char *err, int cap);
 /* The effective config as INI text (malloc'd; caller frees). */
 char *fm_config_dump(const fm_config *c);
 
-/* The keys whose values differ between a and b and that a resume must not change (the model,
- * the target, the path, the seed, the batch), as "section.key" joined by ", " into out.
- * Returns how many differ. */
-int fm_config_diff_fixed(char *out, int cap, const fm_config *a, const fm_config *b);
+/* The keys whose values differ between a and b, as "section.key (old -> new)" joined by ", "
+ * into out; fixed = 1: only the keys a resume must not change (model, target, path, seed,
+ * batch), fixed = 0: only the others. Returns how many differ. */
+int fm_config_diff(char *out, int cap, const fm_config *a, const fm_config *b, int fixed);
 
 /* Writes the table of keys (name, default, meaning) as Markdown, for the README. */
 void fm_config_print_keys(void);

@@ -11,6 +11,11 @@ typedef int64_t fm_h5; /* hid_t */
 
 /* Creates (truncates) a file. parallel = 1: every rank calls it and writes collectively. */
 fm_h5 fm_h5_create(const char *path, int parallel);
+/* A file built in memory only; fm_h5_save writes it out. */
+fm_h5 fm_h5_create_memory(void);
+/* Closes an in-memory file and writes its image to path with plain POSIX calls, then fsync:
+ * a full disk is an ordinary write error (errno set), never a half-closed HDF5 file. */
+int fm_h5_save(fm_h5 f, const char *path);
 /* Opens read-only; -1 when missing or not HDF5. */
 fm_h5 fm_h5_open(const char *path);
 /* Flushes to the OS and closes. */
