@@ -58,6 +58,11 @@ void fm_comm_allreduce_sum(float *buf, size_t n)
     }
 }
 
+void fm_comm_allreduce_max(double *buf, int n)
+{
+    MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+}
+
 int fm_comm_all_ok(int ok)
 {
     int all = ok ? 1 : 0;

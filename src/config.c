@@ -61,13 +61,15 @@ static const key_spec keys[] = {
     {"train", "keep_checkpoints", T_INT, OFF(keep_checkpoints), 0, 1e6, 0, "0", 0, "also keep the last K numbered checkpoints checkpoint_STEP.h5"},
     {"train", "resume", T_WORD, OFF(resume), 0, 0, "auto never always", "auto", 0,
      "auto: resume when OUTDIR/checkpoint.h5 exists; never: refuse an existing one; always: require one"},
+    {"train", "microbatch", T_INT, OFF(microbatch), 1, 1e9, 0, "128", 0,
+     "samples per forward/backward pass within a rank's shard (cache tiling; same gradient up to rounding)"},
     {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
     {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, "1000", 0, "samples drawn after training; 0 = none"},
     {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
     {"sample", "solver", T_WORD, OFF(solver), 0, 0, "euler midpoint rk4", "euler", 0, "ODE solver"},
     {"sample", "seed", T_INT, OFF(sample_seed), 0, 4294967295.0, 0, "1", 0, "seed of the sampler's x0 draws"},
     {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, "100", 0, "how many of the samples are recorded at every step (at most sample.n)"},
-    {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, "4096", 0, "trajectories integrated at once per rank (memory)"},
+    {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, "256", 0, "trajectories integrated at once per rank (memory)"},
     {"output", "dir", T_TEXT, OFF(dir), 0, 0, 0, "out", 0, "output directory (the -o option overrides it)"},
 };
 #define NKEYS ((int)(sizeof keys / sizeof keys[0]))

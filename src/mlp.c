@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/kernels.h"
 #include "fm/error.h"
 #include "fm/rng.h"
 
@@ -59,8 +60,12 @@ fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
     w->in = fm_malloc(sizeof(float) * (size_t)cap * m->dims[0]);
     for (int l = 0; l < m->nlayers; l++) {
         w->pre[l] = fm_malloc(sizeof(float) * (size_t)cap * m->dims[l + 1]);
-        if (l < m->nlayers - 1) w->post[l] = fm_malloc(sizeof(float) * (size_t)cap * m->dims[l + 1]);
+        if (l < m->nlayers - 1) {
+            w->post[l] = fm_malloc(sizeof(float) * (size_t)cap * m->dims[l + 1]);
+            w->aux[l] = fm_malloc(sizeof(float) * (size_t)cap * m->dims[l + 1]);
+        }
     }
+    w->wt = fm_malloc(sizeof(float) * (size_t)m->dims[0] * m->dims[1]);
     w->g0 = fm_malloc(sizeof(float) * (size_t)cap * max_dim(m));
     w->g1 = fm_malloc(sizeof(float) * (size_t)cap * max_dim(m));
     return w;
@@ -73,47 +78,12 @@ void fm_mlp_work_free(fm_mlp_work *w)
     for (int l = 0; l < FM_MLP_MAX_LAYERS; l++) {
         free(w->pre[l]);
         free(w->post[l]);
+        free(w->aux[l]);
     }
+    free(w->wt);
     free(w->g0);
     free(w->g1);
     free(w);
-}
-
-static void activate(float *y, const float *x, size_t n, fm_act act)
-{
-    switch (act) {
-    case FM_ACT_RELU:
-        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
-    case FM_ACT_TANH:
-        for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
-        break;
-    case FM_ACT_SILU:
-    default:
-        for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
-        break;
-    }
-}
-
-/* g *= act'(x), with x the pre-activation and y = act(x). */
-static void activate_backward(float *g, const float *x, const float *y, size_t n, fm_act act)
-{
-    switch (act) {
-    case FM_ACT_RELU:
-        for (size_t i = 0; i < n; i++) g[i] = x[i] > 0.0f ? g[i] : 0.0f;
-        break;
-    case FM_ACT_TANH:
-        for (size_t i = 0; i < n; i++) g[i] *= 1.0f - y[i] * y[i];
-        break;
-    case FM_ACT_SILU:
-    default:
-        /* silu' = s (1 + x (1 - s)), s = sigmoid(x) */
-        for (size_t i = 0; i < n; i++) {
-            const float s = 1.0f / (1.0f + expf(-x[i]));
-            g[i] *= s * (1.0f + x[i] * (1.0f - s));
-        }
-        break;
-    }
 }
 
 const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x,
@@ -130,14 +100,17 @@ const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params
         const int in = m->dims[l], out = m->dims[l + 1];
         const float *W = params + m->w_off[l], *b = params + m->b_off[l];
         float *y = w->pre[l];
-        for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * out);
-        /* y[n, out] += a[n, in] * W[out, in]^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, W, in, 1.0f,
-                    y, out);
-        if (l < m->nlayers - 1) {
-            activate(w->post[l], y, (size_t)n * out, m->act);
-            a = w->post[l];
+        const int act = l < m->nlayers - 1 ? (int)m->act : -1;
+        if (l == 0 && in <= FM_THIN_INPUT) {
+            fm_kern_thin_forward(y, w->post[l], w->aux[l], w->wt, a, W, b, n, in, out, act);
+        } else {
+            /* y[n, out] = a[n, in] * W[out, in]^T, then bias and activation in one pass */
+            for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * out);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, W, in, 1.0f, y, out);
+            static const float zero[4096];
+            fm_kern_bias_act(y, w->post[l], w->aux[l], zero, n, out, act);
         }
+        a = w->post[l];
     }
     return w->pre[m->nlayers - 1];
 }
@@ -150,19 +123,19 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
         const int in = m->dims[l], out = m->dims[l + 1];
         const float *a = l == 0 ? w->in : w->post[l - 1];
         float *dW = grad + m->w_off[l], *db = grad + m->b_off[l];
-        /* dW[out, in] += g[n, out]^T a[n, in] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, g, out, a, in, 1.0f,
-                    dW, in);
-        for (int i = 0; i < n; i++) {
-            const float *gi = g + (size_t)i * out;
-            for (int j = 0; j < out; j++) db[j] += gi[j];
+        if (l == 0 && in <= FM_THIN_INPUT) {
+            fm_kern_thin_weight_grad(dW, w->wt, g, a, n, in, out);
+        } else {
+            /* dW[out, in] += g[n, out]^T a[n, in] */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, g, out, a, in, 1.0f, dW, in);
         }
+        fm_kern_colsum_add(db, g, n, out);
         if (l == 0) break; /* no gradient needed for the input */
         float *ga = (g == w->g0) ? w->g1 : w->g0;
         /* ga[n, in] = g[n, out] W[out, in] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, g, out,
                     params + m->w_off[l], in, 0.0f, ga, in);
-        activate_backward(ga, w->pre[l - 1], w->post[l - 1], (size_t)n * in, m->act);
+        fm_kern_act_backward(ga, w->pre[l - 1], w->post[l - 1], w->aux[l - 1], (size_t)n * in, m->act);
         g = ga;
     }
 }

@@ -55,7 +55,7 @@ void fm_rng_normal(float *out, uint64_t seed, uint32_t step, uint32_t index, uin
     for (int j = 0; j < n; j++) {
         if (j % 4 == 0) {
             draw_block(r, seed, step, index, stream, (uint32_t)(j / 4));
-            for (int h = 0; h < 2; h++) {
+            for (int h = 0; h < 2 && j + 2 * h < n; h++) { /* only the pairs still needed */
                 double u1 = ((double)r[2 * h] + 0.5) * inv32; /* in (0,1): log is finite */
                 double u2 = (double)r[2 * h + 1] * inv32;
                 double rad = sqrt(-2.0 * log(u1));

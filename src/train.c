@@ -9,9 +9,7 @@
 
 #include "fm/ckpt.h"
 #include "fm/comm.h"
-#include "fm/dist.h"
 #include "fm/error.h"
-#include "fm/mlp.h"
 #include "fm/optim.h"
 #include "fm/path.h"
 #include "fm/rng.h"
@@ -25,85 +23,6 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void format_duration(char *out, size_t cap, double s)
-{
-    long t = (long)(s + 0.5);
-    snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-}
-
-/* Error known to every rank alike: rank 0 says it once, all end together. */
-static int fail_all(const char *msg)
-{
-    if (fm_comm_rank() == 0) {
-        fprintf(stderr, "fmtrain: error: %s\n", msg);
-        fflush(stderr);
-    }
-    return 1;
-}
-
-/* The run's state, identical on every rank but for the shard. */
-typedef struct {
-    fm_mlp mlp;
-    float *params, *grad, *m, *v; /* [nparams] each; grad has two more slots: loss, stop flag */
-    long step;                    /* steps done */
-    fm_history hist;              /* rank 0 */
-    double time0;                 /* training seconds of earlier runs (resume) */
-} run_state;
-
-/* Rank 0 reads the checkpoint and checks it against cfg; the others learn the outcome. */
-static int resume_from(run_state *s, const fm_config *cfg, const char *path, char *err, int cap)
-{
-    int ok = 1;
-    fm_ckpt c = {0};
-    if (fm_comm_rank() == 0) {
-        char diff[1024];
-        if (fm_ckpt_read(&c, path, err, cap)) {
-            ok = 0;
-        } else if (fm_config_diff(diff, sizeof diff, &c.cfg, cfg, 1) > 0) {
-            fm_errorf(err, cap, "cannot resume %s: the config changes %s; these keys must stay as the checkpoint "
-                      "has them (start a new run with another -o instead)", path, diff);
-            ok = 0;
-        }
-    }
-    if (!fm_comm_all_ok(ok)) {
-        fm_ckpt_free(&c);
-        return -1;
-    }
-    const size_t n = s->mlp.nparams;
-    long step = c.step;
-    if (fm_comm_rank() == 0) {
-        memcpy(s->params, c.params, sizeof(float) * n);
-        memcpy(s->m, c.m, sizeof(float) * n);
-        memcpy(s->v, c.v, sizeof(float) * n);
-        fm_history_free(&s->hist);
-        s->hist = c.hist;
-        memset(&c.hist, 0, sizeof c.hist);
-        s->time0 = s->hist.n ? s->hist.time[s->hist.n - 1] : 0.0;
-        char changed[1024];
-        fm_config_diff(changed, sizeof changed, &c.cfg, cfg, 0);
-        printf("resuming %s at step %ld%s%s\n", path, step, *changed ? "; changed: " : "", changed);
-    }
-    fm_comm_bcast(&step, sizeof step);
-    fm_comm_bcast(s->params, sizeof(float) * n);
-    fm_comm_bcast(s->m, sizeof(float) * n);
-    fm_comm_bcast(s->v, sizeof(float) * n);
-    s->step = step;
-    fm_ckpt_free(&c);
-    return 0;
-}
-
-/* Rank 0: checkpoint.h5, and a numbered copy when train.keep_checkpoints asks for them (the
- * last K, plus the final one). */
-static int checkpoint(const run_state *s, const fm_config *cfg, const char *config_text, const fm_dist *target,
-                      const char *path, char *err, int cap)
-{
-    if (fm_ckpt_write(path, config_text, target, &s->mlp, s->params, s->m, s->v, s->step, &s->hist, err, cap))
-        return -1;
-    if (cfg->keep_checkpoints == 0) return 0;
-    const int keep = (int)cfg->keep_checkpoints + (s->step == cfg->steps ? 1 : 0);
-    return fm_ckpt_keep(cfg->dir, s->step, keep, err, cap);
-}
-
 static fm_dist *target_of(const fm_config *cfg)
 {
     if (strcmp(cfg->target, "gmm_ring") == 0)
@@ -114,23 +33,188 @@ static fm_dist *target_of(const fm_config *cfg)
     return fm_dist_gaussian((int)cfg->dim, (float)cfg->std);
 }
 
+fm_trainer *fm_trainer_new(const fm_config *cfg)
+{
+    const int rank = fm_comm_rank(), P = fm_comm_size();
+    char err[256];
+    fm_trainer *tr = fm_calloc(sizeof *tr);
+    tr->cfg = *cfg;
+    if (fm_mlp_shape(&tr->mlp, (int)cfg->dim, cfg->hidden, (int)cfg->nhidden, (fm_act)fm_mlp_act_parse(cfg->activation)))
+        FM_FATAL("[model] hidden: invalid model");
+    (void)err;
+    const size_t n = tr->mlp.nparams, D = (size_t)cfg->dim;
+    tr->params = fm_malloc(sizeof(float) * n);
+    tr->grad = fm_malloc(sizeof(float) * (n + 2));
+    tr->m = fm_calloc(sizeof(float) * n);
+    tr->v = fm_calloc(sizeof(float) * n);
+    if (rank == 0) fm_mlp_init(tr->params, &tr->mlp, (uint64_t)cfg->seed);
+    fm_comm_bcast(tr->params, sizeof(float) * n);
+
+    tr->i0 = cfg->batch * rank / P;
+    tr->nloc = cfg->batch * (rank + 1) / P - tr->i0;
+    tr->source = fm_dist_gaussian((int)D, (float)cfg->source_std);
+    tr->target = target_of(cfg);
+    tr->mb = (int)(cfg->microbatch < tr->nloc ? cfg->microbatch : (tr->nloc > 0 ? tr->nloc : 1));
+    const size_t mb = (size_t)tr->mb;
+    tr->t = fm_malloc(sizeof(float) * mb);
+    tr->x0 = fm_malloc(sizeof(float) * mb * D);
+    tr->z = fm_malloc(sizeof(float) * mb * D);
+    tr->xt = fm_malloc(sizeof(float) * mb * D);
+    tr->u = fm_malloc(sizeof(float) * mb * D);
+    tr->dout = fm_malloc(sizeof(float) * mb * D);
+    tr->work = fm_mlp_work_new(&tr->mlp, tr->mb);
+    return tr;
+}
+
+void fm_trainer_free(fm_trainer *tr)
+{
+    if (!tr) return;
+    free(tr->params); free(tr->grad); free(tr->m); free(tr->v);
+    free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout);
+    fm_dist_free(tr->source);
+    fm_dist_free(tr->target);
+    fm_mlp_work_free(tr->work);
+    free(tr);
+}
+
+fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
+{
+    const fm_config *cfg = &tr->cfg;
+    const size_t n = tr->mlp.nparams;
+    const int D = (int)cfg->dim;
+    const long step = tr->step + 1; /* the step being taken; its draws use counter `step` */
+    const uint64_t seed = (uint64_t)cfg->seed;
+    const fm_path path = {(fm_schedule)fm_path_parse(cfg->schedule), cfg->eps, cfg->sigma_min};
+    const fm_adam adam = {cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
+                          (fm_lr_schedule)fm_optim_schedule_parse(cfg->lr_schedule), cfg->warmup};
+    /* Each shard's gradient is its samples' sum divided by B*D: the all-reduced sum is the
+     * global batch's gradient however the batch is split. */
+    const float scale = 1.0f / (float)((double)cfg->batch * D);
+    fm_step_times tm = {0};
+    double loss = 0.0, t0 = now(), t1;
+
+    memset(tr->grad, 0, sizeof(float) * (n + 2));
+    /* Microbatches keep one pass's activations in cache; each is drawn, run and differentiated
+     * before the next. */
+    for (long c0 = 0; c0 < tr->nloc; c0 += tr->mb) {
+        const int nb = (int)(tr->nloc - c0 < tr->mb ? tr->nloc - c0 : tr->mb);
+        const uint32_t first = (uint32_t)(tr->i0 + c0);
+        for (int i = 0; i < nb; i++) fm_rng_uniform(tr->t + i, seed, (uint32_t)step, first + (uint32_t)i, FM_STREAM_T, 1);
+        fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
+        fm_dist_sample(tr->z, tr->target, seed, (uint32_t)step, first, FM_STREAM_Z, nb);
+        fm_path_sample(tr->xt, tr->u, &path, tr->t, tr->x0, tr->z, nb, D);
+        t1 = now(); tm.draw += t1 - t0; t0 = t1;
+        const float *out = fm_mlp_forward(tr->work, &tr->mlp, tr->params, tr->xt, tr->t, nb);
+        loss += fm_mlp_loss(tr->dout, out, tr->u, nb, D, scale);
+        t1 = now(); tm.forward += t1 - t0; t0 = t1;
+        fm_mlp_backward(tr->grad, tr->work, &tr->mlp, tr->params, tr->dout, nb);
+        t1 = now(); tm.backward += t1 - t0; t0 = t1;
+    }
+    tr->grad[n] = (float)(scale * loss);
+    if (fm_comm_rank() == 0 && fm_fault("nan_at_step", step)) tr->grad[0] = NAN; /* test-only */
+    /* Every rank's stop request travels with the gradient: all stop at the same step. */
+    tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
+    fm_comm_allreduce_sum(tr->grad, n + 2);
+    t1 = now(); tm.allreduce += t1 - t0; t0 = t1;
+
+    fm_step_result r = {tr->grad[n], 0.0, fm_optim_lr(&adam, step, cfg->steps), 1, tr->grad[n + 1] > 0.0f};
+    r.grad_norm = fm_optim_clip(tr->grad, n, adam.clip);
+    r.finite = isfinite(r.loss) && isfinite(r.grad_norm);
+    if (r.finite) {
+        fm_adam_step(tr->params, tr->m, tr->v, tr->grad, n, &adam, step, r.lr);
+        tr->step = step;
+    }
+    tm.optim += now() - t0;
+    if (times) {
+        times->draw += tm.draw; times->forward += tm.forward; times->backward += tm.backward;
+        times->allreduce += tm.allreduce; times->optim += tm.optim;
+    }
+    return r;
+}
+
+/* ---- the whole run ---- */
+
+static void format_duration(char *out, size_t cap, double s)
+{
+    long t = (long)(s + 0.5);
+    snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+/* An error every rank knows alike: rank 0 says it once, all end together. */
+static int fail_all(const char *msg)
+{
+    if (fm_comm_rank() == 0) {
+        fprintf(stderr, "fmtrain: error: %s\n", msg);
+        fflush(stderr);
+    }
+    return 1;
+}
+
+/* Rank 0 reads the checkpoint and checks it against cfg; the others learn the outcome. */
+static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const char *path, char *err, int cap)
+{
+    int ok = 1;
+    fm_ckpt c = {0};
+    if (fm_comm_rank() == 0) {
+        char diff[1024];
+        if (fm_ckpt_read(&c, path, err, cap)) {
+            ok = 0;
+        } else if (fm_config_diff(diff, sizeof diff, &c.cfg, &tr->cfg, 1) > 0) {
+            fm_errorf(err, cap, "cannot resume %s: the config changes %s; these keys must stay as the checkpoint "
+                      "has them (start a new run with another -o instead)", path, diff);
+            ok = 0;
+        }
+    }
+    if (!fm_comm_all_ok(ok)) {
+        fm_ckpt_free(&c);
+        return -1;
+    }
+    const size_t n = tr->mlp.nparams;
+    long step = c.step;
+    if (fm_comm_rank() == 0) {
+        memcpy(tr->params, c.params, sizeof(float) * n);
+        memcpy(tr->m, c.m, sizeof(float) * n);
+        memcpy(tr->v, c.v, sizeof(float) * n);
+        fm_history_free(hist);
+        *hist = c.hist;
+        memset(&c.hist, 0, sizeof c.hist);
+        *time0 = hist->n ? hist->time[hist->n - 1] : 0.0;
+        char changed[1024];
+        fm_config_diff(changed, sizeof changed, &c.cfg, &tr->cfg, 0);
+        printf("resuming %s at step %ld%s%s\n", path, step, *changed ? "; changed: " : "", changed);
+    }
+    fm_comm_bcast(&step, sizeof step);
+    fm_comm_bcast(tr->params, sizeof(float) * n);
+    fm_comm_bcast(tr->m, sizeof(float) * n);
+    fm_comm_bcast(tr->v, sizeof(float) * n);
+    tr->step = step;
+    fm_ckpt_free(&c);
+    return 0;
+}
+
+/* Rank 0: checkpoint.h5, and a numbered copy when train.keep_checkpoints asks for them (the
+ * last K, plus the final one). */
+static int checkpoint(const fm_trainer *tr, const fm_history *hist, const char *config_text, const char *path,
+                      char *err, int cap)
+{
+    const fm_config *cfg = &tr->cfg;
+    if (fm_ckpt_write(path, config_text, tr->target, &tr->mlp, tr->params, tr->m, tr->v, tr->step, hist, err, cap))
+        return -1;
+    if (cfg->keep_checkpoints == 0) return 0;
+    const int keep = (int)cfg->keep_checkpoints + (tr->step == cfg->steps ? 1 : 0);
+    return fm_ckpt_keep(cfg->dir, tr->step, keep, err, cap);
+}
+
 int fm_train_run(const fm_config *cfg, const char *outdir)
 {
     const int rank = fm_comm_rank(), P = fm_comm_size();
-    const int D = (int)cfg->dim;
-    const long B = cfg->batch;
     char err[1536], ckpt_path[FM_PATH_MAX + 32], samples_path[FM_PATH_MAX + 32];
     snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", outdir);
     snprintf(samples_path, sizeof samples_path, "%s/samples.h5", outdir);
     char *config_text = fm_config_dump(cfg);
-
-    run_state s = {0};
-    if (fm_ckpt_model_of(&s.mlp, cfg, err, sizeof err)) return fail_all(err);
-    const size_t n = s.mlp.nparams;
-    s.params = fm_malloc(sizeof(float) * n);
-    s.grad = fm_malloc(sizeof(float) * (n + 2));
-    s.m = fm_calloc(sizeof(float) * n);
-    s.v = fm_calloc(sizeof(float) * n);
+    fm_trainer *tr = fm_trainer_new(cfg);
+    fm_history hist = {0};
+    double time0 = 0.0;
 
     /* Resume or start: decided on rank 0 (which owns the run directory), told to all. */
     int exists = rank == 0 && access(ckpt_path, F_OK) == 0;
@@ -142,95 +226,62 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
     } else if (strcmp(cfg->resume, "never") == 0 && exists) {
         fm_errorf(err, sizeof err, "%s exists and train.resume = never: choose another -o, or resume it with --resume", ckpt_path);
         status = fail_all(err);
-    } else if (exists) {
-        if (resume_from(&s, cfg, ckpt_path, err, sizeof err)) status = 1;
-        if (status && rank == 0) fprintf(stderr, "fmtrain: error: %s\n", err);
-    } else {
-        if (rank == 0) fm_mlp_init(s.params, &s.mlp, (uint64_t)cfg->seed);
-        fm_comm_bcast(s.params, sizeof(float) * n);
+    } else if (exists && resume_from(tr, &hist, &time0, ckpt_path, err, sizeof err)) {
+        status = 1;
+        if (rank == 0) fprintf(stderr, "fmtrain: error: %s\n", err);
     }
     if (status) goto done;
 
     if (rank == 0) {
-        fm_history_reserve(&s.hist, s.hist.n + 100 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every));
-        printf("fmtrain %s: %d rank%s, batch %ld (%ld to %ld per rank), %zu parameters, steps %ld to %ld\n", FM_VERSION_STRING,
-               P, P > 1 ? "s" : "", B, B / P, (B + P - 1) / P, n, s.step, cfg->steps);
+        /* Room for every row this run records: no allocation inside the step loop. */
+        fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every));
+        printf("fmtrain %s: %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d), %zu parameters, "
+               "steps %ld to %ld\n", FM_VERSION_STRING, P, P > 1 ? "s" : "", cfg->threads, cfg->threads > 1 ? "s" : "",
+               cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb, tr->mlp.nparams, tr->step, cfg->steps);
         printf("---- effective config ----\n%s--------------------------\n", config_text);
         fflush(stdout);
     }
 
-    /* This rank's shard of every global batch: samples [i0, i1). */
-    const long i0 = B * rank / P, i1 = B * (rank + 1) / P, nloc = i1 - i0;
-    fm_dist *target = target_of(cfg), *source = fm_dist_gaussian(D, (float)cfg->source_std);
-    const fm_path path = {(fm_schedule)fm_path_parse(cfg->schedule), cfg->eps, cfg->sigma_min};
-    const fm_adam adam = {cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
-                          (fm_lr_schedule)fm_optim_schedule_parse(cfg->lr_schedule), cfg->warmup};
-    const float scale = 1.0f / (float)((double)B * D);
-    float *t = fm_malloc(sizeof(float) * (nloc + 1));
-    float *x0 = fm_malloc(sizeof(float) * (nloc + 1) * D), *z = fm_malloc(sizeof(float) * (nloc + 1) * D);
-    float *xt = fm_malloc(sizeof(float) * (nloc + 1) * D), *u = fm_malloc(sizeof(float) * (nloc + 1) * D);
-    float *dout = fm_malloc(sizeof(float) * (nloc + 1) * D);
-    fm_mlp_work *work = fm_mlp_work_new(&s.mlp, (int)(nloc > 0 ? nloc : 1));
-
-    double t_start = now(), t_log = t_start;
-    long step_log = s.step;
-    int stop_signal = 0;
-    while (s.step < cfg->steps) {
-        const long step = s.step + 1; /* the step being taken; its draws use counter `step` */
-        memset(s.grad, 0, sizeof(float) * (n + 2));
-        if (nloc > 0) {
-            for (long i = 0; i < nloc; i++) fm_rng_uniform(t + i, (uint64_t)cfg->seed, (uint32_t)step, (uint32_t)(i0 + i), FM_STREAM_T, 1);
-            fm_dist_sample(x0, source, (uint64_t)cfg->seed, (uint32_t)step, (uint32_t)i0, FM_STREAM_X0, (int)nloc);
-            fm_dist_sample(z, target, (uint64_t)cfg->seed, (uint32_t)step, (uint32_t)i0, FM_STREAM_Z, (int)nloc);
-            fm_path_sample(xt, u, &path, t, x0, z, (int)nloc, D);
-            const float *out = fm_mlp_forward(work, &s.mlp, s.params, xt, t, (int)nloc);
-            s.grad[n] = (float)(scale * fm_mlp_loss(dout, out, u, (int)nloc, D, scale));
-            fm_mlp_backward(s.grad, work, &s.mlp, s.params, dout, (int)nloc);
-        }
-        if (rank == 0 && fm_fault("nan_at_step", step)) s.grad[0] = NAN; /* test-only */
-        /* Every rank's stop request travels with the gradient: all stop at the same step. */
-        s.grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
-        fm_comm_allreduce_sum(s.grad, n + 2);
-        const float loss = s.grad[n];
-        const double gnorm = fm_optim_clip(s.grad, n, adam.clip);
-        if (!isfinite(loss) || !isfinite(gnorm)) {
+    const double t_start = now();
+    double t_log = t_start;
+    long step_log = tr->step;
+    while (tr->step < cfg->steps) {
+        const long step = tr->step + 1;
+        const fm_step_result r = fm_trainer_step(tr, NULL);
+        if (!r.finite) {
             fm_errorf(err, sizeof err, "non-finite %s at step %ld; stopped without writing it: %s keeps step %ld "
-                      "(try a lower optim.lr or optim.clip > 0)", isfinite(loss) ? "gradient" : "loss", step,
-                      ckpt_path, s.step);
+                      "(try a lower optim.lr or optim.clip > 0)", isfinite(r.loss) ? "gradient" : "loss", step,
+                      ckpt_path, tr->step);
             status = fail_all(err);
             break;
         }
-        const double lr = fm_optim_lr(&adam, step, cfg->steps);
-        fm_adam_step(s.params, s.m, s.v, s.grad, n, &adam, step, lr);
-        s.step = step;
-        if (s.grad[n + 1] > 0.0f) stop_signal = fm_stop_requested() ? fm_stop_requested() : -1;
-
         if (rank == 0) {
             const double elapsed = now() - t_start;
-            if (step <= 100 || step % cfg->history_every == 0 || step % cfg->log_every == 0 || step == cfg->steps || stop_signal)
-                fm_history_push(&s.hist, step, loss, (float)lr, (float)gnorm, s.time0 + elapsed);
-            if (step % cfg->log_every == 0 || step == cfg->steps) {
+            const int logged = step % cfg->log_every == 0 || step == cfg->steps;
+            if (step <= 100 || step % cfg->history_every == 0 || logged || r.stop)
+                fm_history_push(&hist, step, r.loss, (float)r.lr, (float)r.grad_norm, time0 + elapsed);
+            if (logged) {
                 const double tn = now(), rate = (double)(step - step_log) / (tn - t_log > 0 ? tn - t_log : 1e-9);
                 char el[32], left[32];
                 format_duration(el, sizeof el, elapsed);
                 format_duration(left, sizeof left, (double)(cfg->steps - step) / rate);
                 printf("step %*ld/%ld  loss %10.4f  lr %.2e  |g| %9.3g  %9.0f samples/s  %.2f ms/step  elapsed %s  left %s\n",
-                       (int)snprintf(NULL, 0, "%ld", cfg->steps), step, cfg->steps, loss, lr, gnorm, rate * (double)B,
-                       1e3 / rate, el, left);
+                       (int)snprintf(NULL, 0, "%ld", cfg->steps), step, cfg->steps, r.loss, r.lr, r.grad_norm,
+                       rate * (double)cfg->batch, 1e3 / rate, el, left);
                 fflush(stdout);
                 t_log = tn;
                 step_log = step;
             }
         }
-        if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps || stop_signal) {
-            int ok = rank != 0 || checkpoint(&s, cfg, config_text, target, ckpt_path, err, sizeof err) == 0;
+        if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps || r.stop) {
+            int ok = rank != 0 || checkpoint(tr, &hist, config_text, ckpt_path, err, sizeof err) == 0;
             if (!ok) fprintf(stderr, "fmtrain: error: %s\n", err);
             if (!fm_comm_all_ok(ok)) {
                 status = 1;
                 break;
             }
         }
-        if (stop_signal) {
+        if (r.stop) {
             if (rank == 0) {
                 printf("stopped by a signal at step %ld of %ld; %s holds it: run the same command to resume "
                        "(exit status %d)\n", step, cfg->steps, ckpt_path, FM_EXIT_STOPPED);
@@ -240,23 +291,18 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
             break;
         }
     }
-    fm_mlp_work_free(work);
-    free(t); free(x0); free(z); free(xt); free(u); free(dout);
-    fm_dist_free(target);
-    fm_dist_free(source);
-
     if (status == 0 && rank == 0) {
-        printf("trained to step %ld in %.2f s; checkpoint %s\n", s.step, now() - t_start, ckpt_path);
+        printf("trained to step %ld in %.2f s; checkpoint %s\n", tr->step, now() - t_start, ckpt_path);
         fflush(stdout);
     }
     if (status == 0 && cfg->sample_n > 0) {
-        int ok = fm_samples_run(samples_path, cfg, config_text, &s.mlp, s.params, s.step, err, sizeof err) == 0;
+        int ok = fm_samples_run(samples_path, cfg, config_text, &tr->mlp, tr->params, tr->step, err, sizeof err) == 0;
         if (!ok && rank == 0) fprintf(stderr, "fmtrain: error: %s\n", err);
         if (!ok) status = 1;
     }
 done:
     free(config_text);
-    free(s.params); free(s.grad); free(s.m); free(s.v);
-    fm_history_free(&s.hist);
+    fm_history_free(&hist);
+    fm_trainer_free(tr);
     return status;
 }

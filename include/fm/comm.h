@@ -15,6 +15,9 @@ void fm_comm_bcast(void *buf, size_t bytes);
 /* In-place sum over ranks of n floats (the flat gradient with the loss appended). */
 void fm_comm_allreduce_sum(float *buf, size_t n);
 
+/* In-place maximum over ranks of n doubles (timings, memory). */
+void fm_comm_allreduce_max(double *buf, int n);
+
 /* 1 when ok is non-zero on every rank: one rank's failure becomes everyone's decision. */
 int fm_comm_all_ok(int ok);
 

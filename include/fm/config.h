@@ -26,7 +26,7 @@ typedef struct {
     char lr_schedule[FM_NAME_MAX];
     long warmup;
     /* [train] */
-    long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, threads;
+    long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, microbatch, threads;
     char resume[FM_NAME_MAX]; /* auto | never | always */
     /* [sample] */
     long sample_n, sample_steps, sample_seed, trajectories, sample_batch;

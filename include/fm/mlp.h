@@ -27,7 +27,9 @@ typedef struct {
     float *in;                         /* [cap, dims[0]] */
     float *pre[FM_MLP_MAX_LAYERS];     /* layer l output before activation [cap, dims[l+1]] */
     float *post[FM_MLP_MAX_LAYERS];    /* after activation, hidden layers only */
+    float *aux[FM_MLP_MAX_LAYERS];     /* what the activation's derivative needs (SiLU: sigmoid) */
     float *g0, *g1;                    /* [cap, max dim] gradient ping-pong */
+    float *wt;                         /* [dims[0], dims[1]] layer 0 weight transposed, or its gradient */
 } fm_mlp_work;
 
 /* Fills the shape; returns 0, or -1 when the hidden list is empty, too long or not positive. */

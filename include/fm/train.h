@@ -1,11 +1,46 @@
-/* The training loop: data-parallel CFM over MPI (DESIGN.md section 2). */
+/* Training: data-parallel CFM over MPI (DESIGN.md section 2). The trainer takes single steps
+ * (the benchmark times them); fm_train_run is the whole run of `fmtrain train`. */
 #ifndef FM_TRAIN_H
 #define FM_TRAIN_H
 
 #include "fm/config.h"
+#include "fm/dist.h"
+#include "fm/mlp.h"
+
+/* Seconds spent in each part of the steps taken, summed. */
+typedef struct {
+    double draw, forward, backward, allreduce, optim;
+} fm_step_times;
+
+typedef struct {
+    float loss;       /* the global batch's loss, before the update */
+    double grad_norm; /* global gradient L2 norm before clipping */
+    double lr;
+    int finite;       /* 0: loss or gradient not finite, the update was not applied */
+    int stop;         /* some rank was asked to stop (signal) */
+} fm_step_result;
+
+typedef struct {
+    fm_config cfg;
+    fm_mlp mlp;
+    float *params, *grad, *m, *v; /* [nparams] each, one layout; grad has 2 more: loss, stop */
+    long step;                    /* steps done */
+    long i0, nloc;                /* this rank's shard of every global batch: [i0, i0 + nloc) */
+    fm_dist *source, *target;
+    /* per-microbatch buffers */
+    int mb;
+    float *t, *x0, *z, *xt, *u, *dout; /* [mb] / [mb, D] */
+    fm_mlp_work *work;
+} fm_trainer;
+
+/* Collective: builds the model, initialises the parameters on rank 0 and broadcasts them. */
+fm_trainer *fm_trainer_new(const fm_config *cfg);
+/* Collective: one step of the global batch (draws, forward, backward, all-reduce, Adam). */
+fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times /* may be NULL */);
+void fm_trainer_free(fm_trainer *tr);
 
 /* Collective. Trains into outdir (created by the caller), resuming per cfg->resume, then samples
- * when sample.n > 0. Returns the process exit status (0 on success). */
+ * when sample.n > 0. Returns the process exit status (0, 1, or FM_EXIT_STOPPED). */
 int fm_train_run(const fm_config *cfg, const char *outdir);
 
 #endif

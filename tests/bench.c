@@ -1,0 +1,213 @@
+/* fmbench: speed against the machine's own limit. Not a test: it prints figures.
+ *
+ *   mpirun -np P fmbench [-c CONFIG] [--steps N] [--warmup N] [--sample-n N] [--json FILE]
+ *                        [--section.key=value ...]
+ *
+ * Measures, on the ranks it is launched on: the single-thread cblas_sgemm peak (rank 0, the
+ * others waiting), the FLOPs of a training step and the median step time with its split (draw,
+ * forward, backward, all-reduce, optimiser), the sampler's trajectory-steps per second, and the
+ * peak resident memory per rank. tests/bench.sh runs it on 1 and on all cores and derives the
+ * scaling. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "fm/comm.h"
+#include "fm/config.h"
+#include "fm/dist.h"
+#include "fm/error.h"
+#include "fm/rng.h"
+#include "fm/sampler.h"
+#include "fm/train.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The machine's limit: GFLOP/s of a large square sgemm on one thread, median of 5. */
+static double sgemm_peak(void)
+{
+    const int N = 1536;
+    float *a = malloc(sizeof(float) * N * N), *b = malloc(sizeof(float) * N * N), *c = malloc(sizeof(float) * N * N);
+    fm_rng_uniform(a, 1, 0, 0, FM_STREAM_EVAL, N * N);
+    fm_rng_uniform(b, 2, 0, 0, FM_STREAM_EVAL, N * N);
+    openblas_set_num_threads(1);
+    double g[5];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+    for (int r = 0; r < 5; r++) {
+        double t = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+        g[r] = 2.0 * N * N * (double)N / (now() - t) / 1e9;
+    }
+    free(a); free(b); free(c);
+    return median(g, 5);
+}
+
+/* FLOPs of the matrix products of one sample: forward, and backward (weight and input gradients;
+ * no input gradient for the first layer). */
+static void mlp_flops(const fm_mlp *m, double *fwd, double *bwd)
+{
+    *fwd = *bwd = 0.0;
+    for (int l = 0; l < m->nlayers; l++) {
+        double f = 2.0 * m->dims[l] * m->dims[l + 1];
+        *fwd += f;
+        *bwd += l > 0 ? 2.0 * f : f;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    fm_comm_init(&argc, &argv);
+    const int rank = fm_comm_rank(), P = fm_comm_size();
+    fm_config cfg;
+    fm_config_defaults(&cfg);
+    char err[1024];
+    int steps = 200, warmup = 20;
+    long sample_n = 10000;
+    const char *json = NULL, *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-c") && i + 1 < argc) config = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--sample-n") && i + 1 < argc) sample_n = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '=')) {
+            char key[128];
+            const char *eq = strchr(argv[i], '=');
+            snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i] - 2), argv[i] + 2);
+            if (fm_config_set(&cfg, key, eq + 1, err, sizeof err)) FM_FATAL("%s", err);
+        } else FM_FATAL("fmbench: unexpected argument '%s'", argv[i]);
+    }
+    if (config) {
+        FILE *f = fopen(config, "rb");
+        FM_CHECK(f, "cannot read %s", config);
+        static char text[1 << 16];
+        size_t len = fread(text, 1, sizeof text - 1, f);
+        text[len] = '\0';
+        fclose(f);
+        fm_config base;
+        fm_config_defaults(&base);
+        if (fm_config_load_string(&base, text, config, err, sizeof err)) FM_FATAL("%s", err);
+        /* Command-line keys win over the file: apply them again on top of it. */
+        for (int i = 1; i < argc; i++)
+            if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '=') && strchr(argv[i], '.')) {
+                char key[128];
+                const char *eq = strchr(argv[i], '=');
+                snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i] - 2), argv[i] + 2);
+                fm_config_set(&base, key, eq + 1, err, sizeof err);
+            }
+        cfg = base;
+    }
+    cfg.steps = warmup + steps;
+
+    double peak = 0.0;
+    if (rank == 0) peak = sgemm_peak();
+    fm_comm_bcast(&peak, sizeof peak);
+    fm_mlp_set_threads((int)cfg.threads);
+
+    /* Training steps. */
+    fm_trainer *tr = fm_trainer_new(&cfg);
+    for (int s = 0; s < warmup; s++) fm_trainer_step(tr, NULL);
+    double *t_step = malloc(sizeof(double) * steps), *parts[5];
+    for (int k = 0; k < 5; k++) parts[k] = malloc(sizeof(double) * steps);
+    fm_comm_barrier();
+    for (int s = 0; s < steps; s++) {
+        fm_step_times tm = {0};
+        double t0 = now();
+        fm_trainer_step(tr, &tm);
+        t_step[s] = now() - t0;
+        parts[0][s] = tm.draw; parts[1][s] = tm.forward; parts[2][s] = tm.backward;
+        parts[3][s] = tm.allreduce; parts[4][s] = tm.optim;
+    }
+    double fwd, bwd;
+    mlp_flops(&tr->mlp, &fwd, &bwd);
+    const double step_flops = (double)cfg.batch * (fwd + bwd);
+    double med[6];
+    med[0] = median(t_step, steps);
+    for (int k = 0; k < 5; k++) med[k + 1] = median(parts[k], steps);
+    fm_comm_allreduce_max(med, 6); /* the slowest rank sets the pace */
+
+    /* The sampler: sample_n trajectories of sample.steps, split over the ranks. */
+    const long r0 = sample_n * rank / P, nloc = sample_n * (rank + 1) / P - r0;
+    const int chunk = (int)(cfg.sample_batch < nloc ? cfg.sample_batch : (nloc > 0 ? nloc : 1));
+    fm_sampler_work *w = fm_sampler_work_new(&tr->mlp, chunk);
+    float *x = malloc(sizeof(float) * (size_t)(nloc > 0 ? nloc : 1) * cfg.dim);
+    fm_dist *src = fm_dist_gaussian((int)cfg.dim, 1.0f);
+    fm_comm_barrier();
+    double ts = now();
+    for (long c0 = 0; c0 < nloc; c0 += chunk) {
+        int nb = (int)(nloc - c0 < chunk ? nloc - c0 : chunk);
+        fm_dist_sample(x + c0 * cfg.dim, src, 1, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
+        fm_sampler_integrate(x + c0 * cfg.dim, NULL, w, &tr->mlp, tr->params, nb, 0, cfg.sample_steps,
+                             (fm_solver)fm_sampler_parse(cfg.solver));
+    }
+    double sample_time[2] = {now() - ts, 0.0};
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    sample_time[1] = (double)ru.ru_maxrss / 1024.0; /* MB */
+    fm_comm_allreduce_max(sample_time, 2);
+    const double traj_steps = (double)sample_n * (double)cfg.sample_steps;
+    const double sample_flops = traj_steps * fm_sampler_evals((fm_solver)fm_sampler_parse(cfg.solver)) * fwd;
+
+    if (rank == 0) {
+        const double gflops = step_flops / med[0] / 1e9, limit = peak * P;
+        printf("fmbench: %d rank%s x %ld thread%s, model %d", P, P > 1 ? "s" : "", cfg.threads, cfg.threads > 1 ? "s" : "",
+               tr->mlp.dims[0]);
+        for (int l = 1; l <= tr->mlp.nlayers; l++) printf("-%d", tr->mlp.dims[l]);
+        printf(", batch %ld, microbatch %ld\n", cfg.batch, cfg.microbatch);
+        printf("  sgemm peak (1 thread, %dx%d)   %8.1f GFLOP/s\n", 1536, 1536, peak);
+        printf("  step FLOPs                      %8.1f MFLOP (FLOP time at %d x peak: %.3f ms)\n", step_flops / 1e6, P,
+               step_flops / limit / 1e6);
+        printf("  step time (median of %d)        %8.3f ms  = %.1f GFLOP/s, %.0f%% of %d x peak\n", steps, med[0] * 1e3,
+               gflops, 100 * gflops / limit, P);
+        printf("    draw %.3f  forward %.3f  backward %.3f  all-reduce %.3f  optimiser %.3f ms\n", med[1] * 1e3,
+               med[2] * 1e3, med[3] * 1e3, med[4] * 1e3, med[5] * 1e3);
+        printf("  throughput                      %8.0f samples/s\n", cfg.batch / med[0]);
+        printf("  sampler %ld x %ld %s steps      %8.3f s   = %.3g trajectory-steps/s, %.1f GFLOP/s, %.0f%% of %d x peak\n",
+               sample_n, cfg.sample_steps, cfg.solver, sample_time[0], traj_steps / sample_time[0],
+               sample_flops / sample_time[0] / 1e9, 100 * sample_flops / sample_time[0] / 1e9 / limit, P);
+        printf("  peak resident memory per rank   %8.1f MB\n", sample_time[1]);
+        if (json) {
+            FILE *f = fopen(json, "w");
+            FM_CHECK(f, "cannot write %s", json);
+            fprintf(f, "{\"ranks\": %d, \"threads\": %ld, \"batch\": %ld, \"microbatch\": %ld, \"hidden\": \"", P, cfg.threads,
+                    cfg.batch, cfg.microbatch);
+            for (int l = 0; l < cfg.nhidden; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden[l]);
+            fprintf(f, "\", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
+                    "\"fraction_of_peak\": %.4f, \"draw_ms\": %.4f, \"forward_ms\": %.4f, \"backward_ms\": %.4f, "
+                    "\"allreduce_ms\": %.4f, \"optim_ms\": %.4f, \"samples_per_s\": %.1f, \"sampler_n\": %ld, "
+                    "\"sampler_steps\": %ld, \"sampler_s\": %.4f, \"trajectory_steps_per_s\": %.1f, "
+                    "\"sampler_fraction_of_peak\": %.4f, \"peak_rss_mb\": %.2f}\n",
+                    peak, step_flops / 1e6, med[0] * 1e3, gflops, gflops / limit, med[1] * 1e3, med[2] * 1e3,
+                    med[3] * 1e3, med[4] * 1e3, med[5] * 1e3, cfg.batch / med[0], sample_n, cfg.sample_steps,
+                    sample_time[0], traj_steps / sample_time[0], sample_flops / sample_time[0] / 1e9 / limit,
+                    sample_time[1]);
+            fclose(f);
+        }
+    }
+    free(x);
+    fm_dist_free(src);
+    fm_sampler_work_free(w);
+    for (int k = 0; k < 5; k++) free(parts[k]);
+    free(t_step);
+    fm_trainer_free(tr);
+    fm_comm_exit(0);
+}
