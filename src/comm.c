@@ -63,6 +63,29 @@ void fm_comm_allreduce_max(double *buf, int n)
     MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
 }
 
+static MPI_Request g_pending[FM_COMM_MAX_PENDING];
+static int g_npending = 0;
+
+void fm_comm_iallreduce_sum(float *buf, size_t n)
+{
+    if (g_size == 1) return;
+    FM_CHECK(g_npending < FM_COMM_MAX_PENDING && n <= (size_t)INT_MAX, "too many pending all-reduces");
+    MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_pending[g_npending++]));
+}
+
+/* Open MPI moves non-blocking collectives forward only inside MPI calls: poke them. */
+void fm_comm_progress(void)
+{
+    int flag;
+    if (g_npending) MPI_OK(MPI_Testall(g_npending, g_pending, &flag, MPI_STATUSES_IGNORE));
+}
+
+void fm_comm_wait(void)
+{
+    if (g_npending) MPI_OK(MPI_Waitall(g_npending, g_pending, MPI_STATUSES_IGNORE));
+    g_npending = 0;
+}
+
 int fm_comm_all_ok(int ok)
 {
     int all = ok ? 1 : 0;

@@ -63,6 +63,8 @@ static const key_spec keys[] = {
      "auto: resume when OUTDIR/checkpoint.h5 exists; never: refuse an existing one; always: require one"},
     {"train", "microbatch", T_INT, OFF(microbatch), 1, 1e9, 0, "128", 0,
      "samples per forward/backward pass within a rank's shard (cache tiling; same gradient up to rounding)"},
+    {"train", "overlap", T_WORD, OFF(overlap), 0, 0, "on off", "off", 0,
+     "on: all-reduce each layer's gradient (MPI_Iallreduce) while the backward goes on below it; off: one MPI_Allreduce after the backward (see README, Performance)"},
     {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
     {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, "1000", 0, "samples drawn after training; 0 = none"},
     {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},

@@ -173,7 +173,6 @@ static int cmd_train(int argc, char **argv, int first)
     if (outdir) snprintf(cfg.dir, sizeof cfg.dir, "%s", outdir);
     if (resume) snprintf(cfg.resume, sizeof cfg.resume, "always");
     validate(&cfg);
-    fm_mlp_set_threads((int)cfg.threads);
     make_outdir(cfg.dir);
     return fm_train_run(&cfg, cfg.dir);
 }

@@ -116,7 +116,7 @@ const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params
 }
 
 void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *params,
-                     const float *dout, int n)
+                     const float *dout, int n, fm_mlp_layer_done done, void *ctx)
 {
     const float *g = dout; /* dL/d(pre[l]) [n, dims[l+1]] */
     for (int l = m->nlayers - 1; l >= 0; l--) {
@@ -130,6 +130,7 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, g, out, a, in, 1.0f, dW, in);
         }
         fm_kern_colsum_add(db, g, n, out);
+        if (done) done(ctx, l);
         if (l == 0) break; /* no gradient needed for the input */
         float *ga = (g == w->g0) ? w->g1 : w->g0;
         /* ga[n, in] = g[n, out] W[out, in] */

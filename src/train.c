@@ -36,12 +36,11 @@ static fm_dist *target_of(const fm_config *cfg)
 fm_trainer *fm_trainer_new(const fm_config *cfg)
 {
     const int rank = fm_comm_rank(), P = fm_comm_size();
-    char err[256];
     fm_trainer *tr = fm_calloc(sizeof *tr);
     tr->cfg = *cfg;
+    fm_mlp_set_threads((int)cfg->threads);
     if (fm_mlp_shape(&tr->mlp, (int)cfg->dim, cfg->hidden, (int)cfg->nhidden, (fm_act)fm_mlp_act_parse(cfg->activation)))
         FM_FATAL("[model] hidden: invalid model");
-    (void)err;
     const size_t n = tr->mlp.nparams, D = (size_t)cfg->dim;
     tr->params = fm_malloc(sizeof(float) * n);
     tr->grad = fm_malloc(sizeof(float) * (n + 2));
@@ -63,6 +62,8 @@ fm_trainer *fm_trainer_new(const fm_config *cfg)
     tr->u = fm_malloc(sizeof(float) * mb * D);
     tr->dout = fm_malloc(sizeof(float) * mb * D);
     tr->work = fm_mlp_work_new(&tr->mlp, tr->mb);
+    /* Every rank must make the same collective calls, so overlap needs every shard non-empty. */
+    tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P;
     return tr;
 }
 
@@ -75,6 +76,17 @@ void fm_trainer_free(fm_trainer *tr)
     fm_dist_free(tr->target);
     fm_mlp_work_free(tr->work);
     free(tr);
+}
+
+/* Overlap: the gradient slice of a finished layer starts its all-reduce at once. The last
+ * layer's slice runs to the end of the buffer, so the loss and stop slots travel with it. */
+static void layer_done(void *ctx, int l)
+{
+    fm_trainer *tr = ctx;
+    const fm_mlp *m = &tr->mlp;
+    const size_t end = l == m->nlayers - 1 ? m->nparams + 2 : m->w_off[l + 1];
+    fm_comm_iallreduce_sum(tr->grad + m->w_off[l], end - m->w_off[l]);
+    fm_comm_progress();
 }
 
 fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
@@ -94,10 +106,12 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     double loss = 0.0, t0 = now(), t1;
 
     memset(tr->grad, 0, sizeof(float) * (n + 2));
+    const int overlap = tr->overlap;
     /* Microbatches keep one pass's activations in cache; each is drawn, run and differentiated
      * before the next. */
     for (long c0 = 0; c0 < tr->nloc; c0 += tr->mb) {
         const int nb = (int)(tr->nloc - c0 < tr->mb ? tr->nloc - c0 : tr->mb);
+        const int last = c0 + nb >= tr->nloc;
         const uint32_t first = (uint32_t)(tr->i0 + c0);
         for (int i = 0; i < nb; i++) fm_rng_uniform(tr->t + i, seed, (uint32_t)step, first + (uint32_t)i, FM_STREAM_T, 1);
         fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
@@ -107,14 +121,19 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         const float *out = fm_mlp_forward(tr->work, &tr->mlp, tr->params, tr->xt, tr->t, nb);
         loss += fm_mlp_loss(tr->dout, out, tr->u, nb, D, scale);
         t1 = now(); tm.forward += t1 - t0; t0 = t1;
-        fm_mlp_backward(tr->grad, tr->work, &tr->mlp, tr->params, tr->dout, nb);
+        if (last) {
+            /* Everything the all-reduce carries besides gradients is known now. */
+            tr->grad[n] = (float)(scale * loss);
+            if (fm_comm_rank() == 0 && fm_fault("nan_at_step", step)) tr->grad[0] = NAN; /* test-only */
+            /* Every rank's stop request travels with the gradient: all stop at the same step. */
+            tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
+        }
+        fm_mlp_backward(tr->grad, tr->work, &tr->mlp, tr->params, tr->dout, nb, overlap && last ? layer_done : NULL, tr);
         t1 = now(); tm.backward += t1 - t0; t0 = t1;
     }
-    tr->grad[n] = (float)(scale * loss);
-    if (fm_comm_rank() == 0 && fm_fault("nan_at_step", step)) tr->grad[0] = NAN; /* test-only */
-    /* Every rank's stop request travels with the gradient: all stop at the same step. */
-    tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
-    fm_comm_allreduce_sum(tr->grad, n + 2);
+    if (tr->nloc == 0) tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
+    if (overlap) fm_comm_wait();
+    else fm_comm_allreduce_sum(tr->grad, n + 2);
     t1 = now(); tm.allreduce += t1 - t0; t0 = t1;
 
     fm_step_result r = {tr->grad[n], 0.0, fm_optim_lr(&adam, step, cfg->steps), 1, tr->grad[n + 1] > 0.0f};
@@ -235,9 +254,10 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
     if (rank == 0) {
         /* Room for every row this run records: no allocation inside the step loop. */
         fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every));
-        printf("fmtrain %s: %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d), %zu parameters, "
-               "steps %ld to %ld\n", FM_VERSION_STRING, P, P > 1 ? "s" : "", cfg->threads, cfg->threads > 1 ? "s" : "",
-               cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb, tr->mlp.nparams, tr->step, cfg->steps);
+        printf("fmtrain %s: %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
+               "%zu parameters, steps %ld to %ld\n", FM_VERSION_STRING, P, P > 1 ? "s" : "", cfg->threads,
+               cfg->threads > 1 ? "s" : "", cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb,
+               tr->overlap ? "on" : "off", tr->mlp.nparams, tr->step, cfg->steps);
         printf("---- effective config ----\n%s--------------------------\n", config_text);
         fflush(stdout);
     }

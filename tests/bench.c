@@ -118,10 +118,6 @@ int main(int argc, char **argv)
     }
     cfg.steps = warmup + steps;
 
-    double peak = 0.0;
-    if (rank == 0) peak = sgemm_peak();
-    fm_comm_bcast(&peak, sizeof peak);
-    fm_mlp_set_threads((int)cfg.threads);
 
     /* Training steps. */
     fm_trainer *tr = fm_trainer_new(&cfg);
@@ -164,6 +160,10 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     sample_time[1] = (double)ru.ru_maxrss / 1024.0; /* MB */
     fm_comm_allreduce_max(sample_time, 2);
+    /* The limit last, so that its large matrices do not count in the memory above. */
+    double peak = 0.0;
+    if (rank == 0) peak = sgemm_peak();
+    fm_comm_bcast(&peak, sizeof peak);
     const double traj_steps = (double)sample_n * (double)cfg.sample_steps;
     const double sample_flops = traj_steps * fm_sampler_evals((fm_solver)fm_sampler_parse(cfg.solver)) * fwd;
 
@@ -172,7 +172,7 @@ int main(int argc, char **argv)
         printf("fmbench: %d rank%s x %ld thread%s, model %d", P, P > 1 ? "s" : "", cfg.threads, cfg.threads > 1 ? "s" : "",
                tr->mlp.dims[0]);
         for (int l = 1; l <= tr->mlp.nlayers; l++) printf("-%d", tr->mlp.dims[l]);
-        printf(", batch %ld, microbatch %ld\n", cfg.batch, cfg.microbatch);
+        printf(", batch %ld, microbatch %ld, overlap %s\n", cfg.batch, cfg.microbatch, tr->overlap ? "on" : "off");
         printf("  sgemm peak (1 thread, %dx%d)   %8.1f GFLOP/s\n", 1536, 1536, peak);
         printf("  step FLOPs                      %8.1f MFLOP (FLOP time at %d x peak: %.3f ms)\n", step_flops / 1e6, P,
                step_flops / limit / 1e6);
@@ -188,8 +188,8 @@ int main(int argc, char **argv)
         if (json) {
             FILE *f = fopen(json, "w");
             FM_CHECK(f, "cannot write %s", json);
-            fprintf(f, "{\"ranks\": %d, \"threads\": %ld, \"batch\": %ld, \"microbatch\": %ld, \"hidden\": \"", P, cfg.threads,
-                    cfg.batch, cfg.microbatch);
+            fprintf(f, "{\"ranks\": %d, \"threads\": %ld, \"batch\": %ld, \"microbatch\": %ld, \"overlap\": %d, "
+                    "\"hidden\": \"", P, cfg.threads, cfg.batch, cfg.microbatch, tr->overlap);
             for (int l = 0; l < cfg.nhidden; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden[l]);
             fprintf(f, "\", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
                     "\"fraction_of_peak\": %.4f, \"draw_ms\": %.4f, \"forward_ms\": %.4f, \"backward_ms\": %.4f, "

@@ -103,7 +103,7 @@ int main(void)
         fm_mlp_work *w = fm_mlp_work_new(&m, n);
         const float *out = fm_mlp_forward(w, &m, p, x, t, n);
         fm_mlp_loss(dout, out, u, n, 2, scale);
-        fm_mlp_backward(g, w, &m, p, dout, n);
+        fm_mlp_backward(g, w, &m, p, dout, n, NULL, NULL);
         int checked;
         int bad = gradcheck(&m, p, g, x, t, u, n, scale, &checked);
         CHECK(bad == 0, "%s: %d of %zu gradients disagree with finite differences", fm_mlp_act_name((fm_act)act), bad, m.nparams);
@@ -117,10 +117,10 @@ int main(void)
         CHECK(gradcheck(&m, p, g, x, t, u, n, scale, &checked) == 2, "the gradient check misses a wrong gradient");
         /* Backward accumulates: a second backward on the same batch doubles the gradient. */
         float *g2 = calloc(m.nparams, sizeof(float));
-        fm_mlp_backward(g2, w, &m, p, dout, n);
-        fm_mlp_backward(g2, w, &m, p, dout, n);
+        fm_mlp_backward(g2, w, &m, p, dout, n, NULL, NULL);
+        fm_mlp_backward(g2, w, &m, p, dout, n, NULL, NULL);
         float *g1 = calloc(m.nparams, sizeof(float));
-        fm_mlp_backward(g1, w, &m, p, dout, n);
+        fm_mlp_backward(g1, w, &m, p, dout, n, NULL, NULL);
         for (size_t k = 0; k < m.nparams; k++) CHECK_NEAR(g2[k], 2 * g1[k], 1e-6 * (1 + fabs(g1[k])));
         free(g1); free(g2); free(p); free(g);
         fm_mlp_work_free(w);

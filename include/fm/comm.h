@@ -15,6 +15,13 @@ void fm_comm_bcast(void *buf, size_t bytes);
 /* In-place sum over ranks of n floats (the flat gradient with the loss appended). */
 void fm_comm_allreduce_sum(float *buf, size_t n);
 
+/* Non-blocking in-place sums (for overlap with the backward): start one, let pending ones
+ * progress, wait for all. At most FM_COMM_MAX_PENDING at once. */
+#define FM_COMM_MAX_PENDING 64
+void fm_comm_iallreduce_sum(float *buf, size_t n);
+void fm_comm_progress(void);
+void fm_comm_wait(void);
+
 /* In-place maximum over ranks of n doubles (timings, memory). */
 void fm_comm_allreduce_max(double *buf, int n);
 

@@ -45,9 +45,15 @@ void fm_mlp_work_free(fm_mlp_work *w);
 const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params,
                             const float *x /* [n, dim] */, const float *t /* [n] */, int n);
 
-/* Backward from dL/d(output); adds dL/dparams into grad (call forward on the same batch first). */
+/* Called by the backward as soon as layer l's gradient is complete (last layer first): the
+ * hook that lets the all-reduce of layer l overlap the backward of the layers below it. */
+typedef void (*fm_mlp_layer_done)(void *ctx, int layer);
+
+/* Backward from dL/d(output); adds dL/dparams into grad (call forward on the same batch first).
+ * done may be NULL. */
 void fm_mlp_backward(float *grad /* [nparams] */, fm_mlp_work *w, const fm_mlp *m,
-                     const float *params, const float *dout /* [n, dim] */, int n);
+                     const float *params, const float *dout /* [n, dim] */, int n,
+                     fm_mlp_layer_done done, void *ctx);
 
 /* Squared error: dout = 2 * scale * (out - target); returns sum ||out - target||^2.
  * With scale = 1/(B*D) over the global batch B this is DESIGN.md's loss and its gradient. */

@@ -31,6 +31,7 @@ typedef struct {
     int mb;
     float *t, *x0, *z, *xt, *u, *dout; /* [mb] / [mb, D] */
     fm_mlp_work *work;
+    int overlap;                  /* all-reduce per layer during the backward */
 } fm_trainer;
 
 /* Collective: builds the model, initialises the parameters on rank 0 and broadcasts them. */
