@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Analyse fmtrain runs from their HDF5 files.
+"""Analyse fmtrain runs from their files.
 
   fm_analyze.py report RUN_DIR     metrics against the analytic target (beside true samples, the
                                    noise floor), RUN_DIR/metrics.json and RUN_DIR/figures/*.png
+  fm_analyze.py follow RUN_DIR     follows RUN_DIR/history.tsv while the run trains, redrawing
+                                   RUN_DIR/figures/loss_live.png, until the run ends
+  fm_analyze.py sweep DIR          every run under DIR (a SLURM array's tasks) in one table
+                                   (DIR/sweep.csv, DIR/sweep.json) and one figure (DIR/sweep.png)
 """
 import argparse
 import json
@@ -65,6 +69,82 @@ def report(args):
     return 0
 
 
+def follow(args):
+    """Redraws the loss while the run trains; returns when history.tsv says the run ended."""
+    import time
+    import fmplots
+    path = os.path.join(args.run_dir, "history.tsv")
+    fig_dir = os.path.join(args.run_dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    out = args.out or os.path.join(fig_dir, "loss_live.png")
+    t0, last = time.time(), -1
+    while True:
+        if os.path.exists(path):
+            hist, end = fmtools.load_history(path)
+            n = len(hist.get("step", []))
+            if n and n != last:
+                fmplots.loss_curve(out, hist, title=f"{args.run_dir}: step {hist['step'][-1]}")
+                print(f"step {hist['step'][-1]}  loss {hist['loss'][-1]:.4f}  ({n} rows) -> {out}", flush=True)
+                last = n
+            if end:
+                print(f"run {end}: {out}")
+                return 0 if end == "done" else 3
+        if args.timeout and time.time() - t0 > args.timeout:
+            print(f"fm_analyze: error: no end of {path} within {args.timeout} s", file=sys.stderr)
+            return 1
+        time.sleep(args.every)
+
+
+def sweep(args):
+    """One row per run directory under DIR: its config keys that vary, final loss, metrics."""
+    import csv
+    import glob
+    import fmplots
+    runs = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(args.dir, "**", "checkpoint.h5"), recursive=True))
+    if not runs:
+        raise ValueError(f"no run (checkpoint.h5) under {args.dir}")
+    rows, hists, cfgs = [], {}, {}
+    for d in runs:
+        ck = fmtools.load_checkpoint(os.path.join(d, "checkpoint.h5"))
+        cfgs[d] = {f"{s}.{k}": v for s in ck.config.sections() for k, v in ck.config[s].items()}
+        row = {"run": os.path.relpath(d, args.dir), "step": ck.step,
+               "final_loss": float(np.mean(ck.history["loss"][-100:]))}
+        sp = os.path.join(d, "samples.h5")
+        if os.path.exists(sp):
+            try:
+                m = fmtools.metrics(fmtools.load_samples(sp).samples, fmtools.target_of(ck), seed=args.seed)
+                row.update({k: m[k] for k in ("energy_distance", "modes_covered", "within_3std", "kl_modes", "mean_logpdf")})
+            except ValueError:
+                pass
+        rows.append(row)
+        hists[row["run"]] = ck.history
+    # The keys that differ between runs (the sweep's axes), output.dir aside.
+    keys = sorted(k for k in cfgs[runs[0]] if k != "output.dir" and len({c.get(k) for c in cfgs.values()}) > 1)
+    for row, d in zip(rows, runs):
+        for k in keys:
+            row[k] = cfgs[d][k]
+    cols = ["run"] + keys
+    for r in rows:  # then every other column any run has, in first-seen order
+        cols += [c for c in r if c not in cols]
+    with open(os.path.join(args.dir, "sweep.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(args.dir, "sweep.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    widths = {c: max(len(c), *(len(_fmt(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
+    fmplots.loss_curves(os.path.join(args.dir, "sweep.png"), hists)
+    print(f"table: {os.path.join(args.dir, 'sweep.csv')}; figure: {os.path.join(args.dir, 'sweep.png')}")
+    return 0
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="fm_analyze.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +155,16 @@ def main(argv=None):
     r.add_argument("--seed", type=int, default=0, help="seed of the fresh true samples")
     r.add_argument("--no-plots", action="store_true")
     r.set_defaults(func=report)
+    f = sub.add_parser("follow", help="redraw the loss of a running training until it ends")
+    f.add_argument("run_dir")
+    f.add_argument("--every", type=float, default=2.0, help="seconds between reads (default 2)")
+    f.add_argument("--out", help="figure (default RUN_DIR/figures/loss_live.png)")
+    f.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (default: never)")
+    f.set_defaults(func=follow)
+    w = sub.add_parser("sweep", help="one table and one figure of every run under a directory")
+    w.add_argument("dir")
+    w.add_argument("--seed", type=int, default=0, help="seed of the fresh true samples")
+    w.set_defaults(func=sweep)
     args = p.parse_args(argv)
     try:
         return args.func(args)

@@ -79,3 +79,17 @@ def loss_curve(path, history, window=100, title="training loss"):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def loss_curves(path, histories, window=100):
+    """The running mean of the loss of several runs (a sweep) on one log-scale axis."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, h in histories.items():
+        ax.plot(h["step"], fmtools.running_mean(h["loss"], window), lw=1.2, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"CFM loss, running mean ({window})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -67,10 +67,30 @@ def load_checkpoint(path):
 
 
 def load_history(path):
-    """Only the history of a checkpoint (cheap: for following a run)."""
-    with h5py.File(path, "r") as f:
-        _check_format(f, path, "checkpoint")
-        return {k: f[f"history/{k}"][()] for k in f["history"]}
+    """The loss history of a run: from OUTDIR/history.tsv (written while training runs) or from a
+    checkpoint. Returns ({step, loss, lr, grad_norm, time} arrays, end) where end is None while
+    the run goes on, else "done", "stopped" or "failed"."""
+    path = str(path)
+    if path.endswith(".h5"):
+        with h5py.File(path, "r") as f:
+            _check_format(f, path, "checkpoint")
+            return {k: f[f"history/{k}"][()] for k in f["history"]}, "done"
+    rows, end, names = [], None, None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("# end:"):
+                end = line.split()[2]
+            elif line.startswith("#"):
+                continue
+            elif names is None:
+                names = line.split()
+            elif line.endswith("\n"):  # a line still being written is skipped
+                rows.append([float(v) for v in line.split()])
+    a = np.array(rows, dtype=np.float64).reshape(-1, len(names or [1]))
+    hist = {n: a[:, i] for i, n in enumerate(names or [])}
+    if "step" in hist:
+        hist["step"] = hist["step"].astype(np.int64)
+    return hist, end
 
 
 def load_samples(path):

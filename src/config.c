@@ -57,6 +57,8 @@ static const key_spec keys[] = {
     {"train", "seed", T_INT, OFF(seed), 0, 4294967295.0, 0, "0", 1, "seed of initialisation and of every (t, x0, z) draw"},
     {"train", "checkpoint_every", T_INT, OFF(checkpoint_every), 0, 1e9, 0, "1000", 0, "checkpoint period in steps; 0 = only at the end"},
     {"train", "log_every", T_INT, OFF(log_every), 1, 1e9, 0, "100", 0, "print step, loss, speed every this many steps"},
+    {"train", "progress", T_WORD, OFF(progress), 0, 0, "auto line plain", "auto", 0,
+     "line: one progress line redrawn in place; plain: a line every log_every steps (logs); auto: line on a terminal, except under mpirun"},
     {"train", "history_every", T_INT, OFF(history_every), 1, 1e9, 0, "1", 0, "record the loss every this many steps (and every step of the first 100)"},
     {"train", "keep_checkpoints", T_INT, OFF(keep_checkpoints), 0, 1e6, 0, "0", 0, "also keep the last K numbered checkpoints checkpoint_STEP.h5"},
     {"train", "resume", T_WORD, OFF(resume), 0, 0, "auto never always", "auto", 0,

@@ -132,8 +132,20 @@ static void validate(const fm_config *cfg)
     if (fm_config_validate(cfg, err, sizeof err)) fail_all(err);
 }
 
-/* srun started N tasks but each sees an MPI world of one: a launcher without the right PMI would
- * otherwise run N independent copies writing the same files. */
+/* Before MPI_Init: srun started N tasks without a PMI that Open MPI speaks (srun --mpi=none, or a
+ * PMI it lacks). Open MPI would fail obscurely or, worse, start N independent copies. */
+static void check_launcher_env(void)
+{
+    const char *n = getenv("SLURM_STEP_NUM_TASKS");
+    if (!n || atol(n) <= 1 || getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("OMPI_COMM_WORLD_SIZE")) return;
+    const char *id = getenv("SLURM_PROCID");
+    if (!id || atol(id) == 0)
+        fprintf(stderr, "fmtrain: error: SLURM started %ld tasks but MPI sees 1 rank (no PMIx or PMI in the "
+                "environment): use srun --mpi=pmix (or mpirun inside the allocation)\n", atol(n));
+    exit(1);
+}
+
+/* After MPI_Init: srun started N tasks but each sees an MPI world of one. */
 static void check_launcher(void)
 {
     const char *n = getenv("SLURM_STEP_NUM_TASKS");
@@ -245,6 +257,7 @@ static int cmd_info(int argc, char **argv, int first)
 
 int main(int argc, char **argv)
 {
+    check_launcher_env();
     fm_comm_init(&argc, &argv);
     fm_stop_install();
     const char *cmd = argc > 1 ? argv[1] : "--help";

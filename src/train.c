@@ -12,6 +12,7 @@
 #include "fm/error.h"
 #include "fm/optim.h"
 #include "fm/path.h"
+#include "fm/progress.h"
 #include "fm/rng.h"
 #include "fm/samples.h"
 #include "fm/stop.h"
@@ -153,12 +154,6 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
 
 /* ---- the whole run ---- */
 
-static void format_duration(char *out, size_t cap, double s)
-{
-    long t = (long)(s + 0.5);
-    snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-}
-
 /* An error every rank knows alike: rank 0 says it once, all end together. */
 static int fail_all(const char *msg)
 {
@@ -262,9 +257,13 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
         fflush(stdout);
     }
 
+    fm_progress prog = {0};
+    if (!fm_comm_all_ok(rank != 0 || fm_progress_open(&prog, outdir, &hist, tr->step, cfg->steps, cfg->batch,
+                                                      cfg->log_every, cfg->progress, err, sizeof err) == 0)) {
+        status = fail_all(err);
+        goto done;
+    }
     const double t_start = now();
-    double t_log = t_start;
-    long step_log = tr->step;
     while (tr->step < cfg->steps) {
         const long step = tr->step + 1;
         const fm_step_result r = fm_trainer_step(tr, NULL);
@@ -277,21 +276,10 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
         }
         if (rank == 0) {
             const double elapsed = now() - t_start;
-            const int logged = step % cfg->log_every == 0 || step == cfg->steps;
-            if (step <= 100 || step % cfg->history_every == 0 || logged || r.stop)
-                fm_history_push(&hist, step, r.loss, (float)r.lr, (float)r.grad_norm, time0 + elapsed);
-            if (logged) {
-                const double tn = now(), rate = (double)(step - step_log) / (tn - t_log > 0 ? tn - t_log : 1e-9);
-                char el[32], left[32];
-                format_duration(el, sizeof el, elapsed);
-                format_duration(left, sizeof left, (double)(cfg->steps - step) / rate);
-                printf("step %*ld/%ld  loss %10.4f  lr %.2e  |g| %9.3g  %9.0f samples/s  %.2f ms/step  elapsed %s  left %s\n",
-                       (int)snprintf(NULL, 0, "%ld", cfg->steps), step, cfg->steps, r.loss, r.lr, r.grad_norm,
-                       rate * (double)cfg->batch, 1e3 / rate, el, left);
-                fflush(stdout);
-                t_log = tn;
-                step_log = step;
-            }
+            const int recorded = step <= 100 || step % cfg->history_every == 0 || step % cfg->log_every == 0 ||
+                                 step == cfg->steps || r.stop;
+            if (recorded) fm_history_push(&hist, step, r.loss, (float)r.lr, (float)r.grad_norm, time0 + elapsed);
+            fm_progress_step(&prog, &hist, recorded, step, r.loss, r.lr, r.grad_norm, elapsed);
         }
         if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps || r.stop) {
             int ok = rank != 0 || checkpoint(tr, &hist, config_text, ckpt_path, err, sizeof err) == 0;
@@ -311,6 +299,8 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
             break;
         }
     }
+    if (rank == 0)
+        fm_progress_close(&prog, status == 0 ? "done" : status == FM_EXIT_STOPPED ? "stopped" : "failed", tr->step);
     if (status == 0 && rank == 0) {
         printf("trained to step %ld in %.2f s; checkpoint %s\n", tr->step, now() - t_start, ckpt_path);
         fflush(stdout);

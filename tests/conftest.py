@@ -41,10 +41,12 @@ def history(path):
         return f["history/step"][()], f["history/loss"][()]
 
 
-def tree_digest(d):
+def tree_digest(d, skip=()):
     """A checksum of every file name and content under d: 'nothing changed' is digest equality."""
     h = hashlib.sha256()
     for p in sorted(Path(d).rglob("*")):
+        if p.name in skip:
+            continue
         h.update(str(p.relative_to(d)).encode())
         if p.is_file():
             h.update(p.read_bytes())

@@ -4,7 +4,7 @@
 #   FM_ASAN=1 bash tests/run.sh  the same under AddressSanitizer + UBSan (build-asan/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash jobs/install-deps.sh
+bash jobs/install-deps.sh --test
 build=build
 flags=(-DCMAKE_BUILD_TYPE=Release)
 if [ "${FM_ASAN:-0}" = 1 ]; then build=build-asan; flags=(-DCMAKE_BUILD_TYPE=Debug -DFM_ASAN=ON); fi

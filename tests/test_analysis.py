@@ -114,3 +114,51 @@ def test_loader_refuses_other_files(seed_runs, tmp_path):
 def test_help():
     r = subprocess.run([sys.executable, ANALYZE, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "report" in r.stdout
+
+
+def test_follow_a_running_training(tmp_path):
+    """history.tsv is readable while training runs, and `follow` redraws until the run ends."""
+    from conftest import FMTRAIN, SEED_INI
+    d = tmp_path / "live"
+    train = subprocess.Popen([FMTRAIN, "-c", SEED_INI, "-o", str(d), "--train.steps=4000", "--sample.n=0",
+                              "--train.log_every=1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fol = subprocess.Popen([sys.executable, ANALYZE, "follow", str(d), "--every", "0.3", "--timeout", "120"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Mid-run: rows are there, the end marker is not.
+    import time
+    t0 = time.time()
+    while True:
+        p = d / "history.tsv"
+        if p.exists():
+            hist, end = fmtools.load_history(p)
+            if len(hist.get("step", [])) > 150:
+                break
+        assert time.time() - t0 < 60 and train.poll() is None, "no history while training"
+        time.sleep(0.1)
+    assert end is None and hist["step"][-1] < 4000
+    out, err = fol.communicate(timeout=120)
+    assert train.wait(timeout=60) == 0
+    assert fol.returncode == 0, err
+    updates = [l for l in out.splitlines() if l.startswith("step ")]
+    assert len(updates) >= 2 and out.splitlines()[-1].startswith("run done")
+    assert (d / "figures" / "loss_live.png").stat().st_size > 5000
+    final, end = fmtools.load_history(d / "history.tsv")
+    ck = fmtools.load_checkpoint(d / "checkpoint.h5")
+    assert end == "done"
+    np.testing.assert_array_equal(final["step"], ck.history["step"])
+    np.testing.assert_allclose(final["loss"], ck.history["loss"], rtol=1e-7)
+
+
+def test_history_file_of_a_resumed_run_matches_its_checkpoint(seed_runs, tmp_path):
+    import shutil
+    from conftest import run, SEED_INI
+    d = tmp_path / "r"
+    shutil.copytree(seed_runs[1], d)
+    # A crashed run may have recorded rows past its last checkpoint: they must go.
+    with open(d / "history.tsv", "a") as f:
+        f.write("31\t1.0\t0.001\t1.0\t9.0\n32\t1.0\t0.001\t1.0\t9.0\n")
+    run(["-c", SEED_INI, "-o", d, "--train.steps=40", "--sample.n=0"])
+    hist, end = fmtools.load_history(d / "history.tsv")
+    ck = fmtools.load_checkpoint(d / "checkpoint.h5")
+    assert end == "done" and list(hist["step"]) == list(range(1, 41))
+    np.testing.assert_allclose(hist["loss"], ck.history["loss"], rtol=1e-7)

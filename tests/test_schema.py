@@ -49,3 +49,14 @@ def test_samples_schema(seed_runs):
         # Trajectories start from N(0, I) draws: their t = 0 row has mean near 0 and std near 1.
         x0 = f["trajectories"][:, 0, :]
         assert np.all(np.abs(x0) < 6)
+
+
+def test_h5dump_reads_both_files(seed_runs):
+    """Users' own tools: h5dump (Debian's hdf5-tools) shows every dataset and attribute."""
+    import subprocess
+    for name, expect in (("checkpoint.h5", ["/model/layer_0/weight", "fm_format", "history"]),
+                         ("samples.h5", ["trajectories", "checkpoint_step", "solver"])):
+        r = subprocess.run(["h5dump", "-H", str(seed_runs[1] / name)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for e in expect:
+            assert e.split("/")[-1] in r.stdout, (name, e)

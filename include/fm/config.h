@@ -29,6 +29,7 @@ typedef struct {
     long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, microbatch, threads;
     char resume[FM_NAME_MAX]; /* auto | never | always */
     char overlap[FM_NAME_MAX]; /* on | off */
+    char progress[FM_NAME_MAX]; /* auto | line | plain */
     /* [sample] */
     long sample_n, sample_steps, sample_seed, trajectories, sample_batch;
     char solver[FM_NAME_MAX];

@@ -1,0 +1,106 @@
+#include "fm/progress.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fm/error.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void duration(char *out, size_t cap, double s)
+{
+    long t = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+    snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+static void write_row(FILE *f, const fm_history *h, size_t i)
+{
+    fprintf(f, "%lld\t%.9g\t%.6g\t%.6g\t%.6f\n", (long long)h->step[i], h->loss[i], h->lr[i], h->grad_norm[i],
+            h->time[i]);
+}
+
+int fm_progress_open(fm_progress *p, const char *outdir, const fm_history *hist, long step, long total,
+                     long batch, long log_every, const char *style, char *err, int cap)
+{
+    char path[FM_PATH_MAX + 32], tmp[FM_PATH_MAX + 40];
+    memset(p, 0, sizeof *p);
+    snprintf(path, sizeof path, "%s/history.tsv", outdir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fm_errorf(err, cap, "cannot write %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "# fm history (flushed while training runs; see fm_analyze.py follow)\n");
+    fprintf(f, "step\tloss\tlr\tgrad_norm\ttime\n");
+    for (size_t i = 0; i < hist->n; i++) write_row(f, hist, i);
+    if (fflush(f) || ferror(f) || rename(tmp, path)) {
+        fm_errorf(err, cap, "cannot write %s: %s", path, strerror(errno));
+        fclose(f);
+        unlink(tmp);
+        return -1;
+    }
+    p->tsv = f; /* the renamed file, still open: appends go to history.tsv */
+    /* mpirun hands every rank a pseudo-terminal whatever its own output is (a log, a pipe), so
+     * under mpirun "auto" cannot tell a terminal and prints plain lines. */
+    if (strcmp(style, "auto") == 0) p->tty = isatty(fileno(stdout)) && !getenv("OMPI_COMM_WORLD_SIZE");
+    else p->tty = strcmp(style, "line") == 0;
+    p->total = total;
+    p->batch = batch;
+    p->log_every = log_every;
+    p->step_log = step;
+    p->t_log = p->t_draw = p->t_flush = now();
+    return 0;
+}
+
+void fm_progress_step(fm_progress *p, const fm_history *hist, int recorded, long step, float loss, double lr,
+                      double grad_norm, double elapsed)
+{
+    const double t = now();
+    if (recorded && p->tsv) write_row(p->tsv, hist, hist->n - 1);
+    if (p->tsv && t - p->t_flush > 1.0) { /* readable within a second, one write a second */
+        fflush(p->tsv);
+        p->t_flush = t;
+    }
+    const int logged = step % p->log_every == 0 || step == p->total;
+    /* On a terminal the line is redrawn up to 5 times a second; in a log, every log_every steps. */
+    if (!(p->tty ? (t - p->t_draw > 0.2 || step == p->total) : logged)) return;
+    if (t > p->t_log) {
+        p->rate = (double)(step - p->step_log) / (t - p->t_log);
+        p->t_log = t;
+        p->step_log = step;
+    }
+    char el[32], left[32];
+    duration(el, sizeof el, elapsed);
+    duration(left, sizeof left, p->rate > 0 ? (double)(p->total - step) / p->rate : 0);
+    const int w = (int)snprintf(NULL, 0, "%ld", p->total);
+    if (p->tty) {
+        printf("\rstep %*ld/%ld  loss %10.4f  %8.1f steps/s  %9.0f samples/s  elapsed %s  left %s ", w, step, p->total,
+               loss, p->rate, p->rate * (double)p->batch, el, left);
+        if (step == p->total) printf("\n");
+        p->t_draw = t;
+    } else {
+        printf("step %*ld/%ld  loss %10.4f  lr %.2e  |g| %9.3g  %9.0f samples/s  %.2f ms/step  elapsed %s  left %s\n", w,
+               step, p->total, loss, lr, grad_norm, p->rate * (double)p->batch, p->rate > 0 ? 1e3 / p->rate : 0.0, el,
+               left);
+    }
+    fflush(stdout);
+}
+
+void fm_progress_close(fm_progress *p, const char *why, long step)
+{
+    if (p->tty && strcmp(why, "done") != 0) printf("\n");
+    if (!p->tsv) return;
+    fprintf(p->tsv, "# end: %s step %ld\n", why, step);
+    fclose(p->tsv);
+    p->tsv = NULL;
+}
