@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash jobs/install-deps.sh --test
 build=build
 flags=(-DCMAKE_BUILD_TYPE=Release)
-if [ "${FM_ASAN:-0}" = 1 ]; then build=build-asan; flags=(-DCMAKE_BUILD_TYPE=Debug -DFM_ASAN=ON); fi
+if [ "${FM_ASAN:-0}" = 1 ]; then build=build-asan; flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFM_ASAN=ON); fi
 cmake -S . -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" --output-on-failure "$@"

@@ -244,3 +244,19 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(small_run, tmp_path)
         assert (d / "history.tsv").read_text().rstrip().endswith("# end: failed step 20")
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_second_sigint_ends_at_once(tmp_path):
+    """The first Ctrl-C asks for a checkpoint at the step boundary; a second one does not wait."""
+    d = tmp_path / "run"
+    # Slow steps (a wide model, a large batch) so that both signals land inside one step.
+    args = [FMTRAIN, "-c", SEED_INI, "-o", str(d), "--train.steps=1000", "--model.hidden=1024,1024",
+            "--train.batch=2000", "--sample.n=0", "--train.log_every=1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_line(proc, " 2/1000 ")
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130, f"exit {proc.returncode}: the second SIGINT must end at once"
+    assert not (d / "checkpoint.h5").exists(), "no checkpoint is written on the way out"
