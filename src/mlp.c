@@ -105,10 +105,8 @@ const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params
             fm_kern_thin_forward(y, w->post[l], w->aux[l], w->wt, a, W, b, n, in, out, act);
         } else {
             /* y[n, out] = a[n, in] * W[out, in]^T, then bias and activation in one pass */
-            for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * out);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, W, in, 1.0f, y, out);
-            static const float zero[4096];
-            fm_kern_bias_act(y, w->post[l], w->aux[l], zero, n, out, act);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, W, in, 0.0f, y, out);
+            fm_kern_bias_act(y, w->post[l], w->aux[l], b, n, out, act);
         }
         a = w->post[l];
     }

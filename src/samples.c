@@ -22,11 +22,16 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* How many trajectories are recorded in full: sample.trajectories, at most sample.n. */
+static uint64_t recorded(const fm_config *cfg)
+{
+    return (uint64_t)(cfg->trajectories < cfg->sample_n ? cfg->trajectories : cfg->sample_n);
+}
+
 static int write_file(const char *tmp, const fm_config *cfg, const char *config_text, long checkpoint_step,
                       const float *x, const float *traj, uint64_t r0, uint64_t nloc, uint64_t mloc)
 {
-    const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1;
-    const uint64_t M = cfg->trajectories < cfg->sample_n ? (uint64_t)cfg->trajectories : N;
+    const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
     const uint64_t D = (uint64_t)cfg->dim;
     fm_h5 f = fm_h5_create(tmp, 1);
     if (!fm_comm_all_ok(f >= 0)) {
@@ -54,8 +59,7 @@ int fm_samples_run(const char *path, const fm_config *cfg, const char *config_te
                    const float *params, long checkpoint_step, char *err, int cap)
 {
     const int P = fm_comm_size(), r = fm_comm_rank();
-    const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1;
-    const uint64_t M = cfg->trajectories < cfg->sample_n ? (uint64_t)cfg->trajectories : N;
+    const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
     const int D = (int)cfg->dim;
     const uint64_t r0 = N * (uint64_t)r / (uint64_t)P, r1 = N * (uint64_t)(r + 1) / (uint64_t)P;
     const uint64_t nloc = r1 - r0, mloc = r1 <= M ? nloc : (r0 < M ? M - r0 : 0);
