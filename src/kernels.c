@@ -101,12 +101,31 @@ void fm_kern_act_backward(float *g, const float *pre, const float *post, const f
     }
 }
 
-FM_CLONES static void thin_row(float *yi, const float *ai, const float *wt, const float *b, int in, int out)
+/* One row of the thin layer. Up to 4 inputs (the seed: x, y, t; or x, y in the sampler) in a
+ * single pass over the row; more inputs one axpy pass each. */
+FM_CLONES static void thin_row(float *restrict yi, const float *restrict ai, const float *restrict wt,
+                               const float *restrict b, int in, int out)
 {
-    memcpy(yi, b, sizeof(float) * out);
-    for (int k = 0; k < in; k++) {
-        const float c = ai[k], *wk = wt + (size_t)k * out;
-        for (int j = 0; j < out; j++) yi[j] += c * wk[j];
+    const float *w0 = wt, *w1 = wt + out, *w2 = wt + 2 * (size_t)out, *w3 = wt + 3 * (size_t)out;
+    switch (in) {
+    case 1:
+        for (int j = 0; j < out; j++) yi[j] = b[j] + ai[0] * w0[j];
+        return;
+    case 2:
+        for (int j = 0; j < out; j++) yi[j] = b[j] + ai[0] * w0[j] + ai[1] * w1[j];
+        return;
+    case 3:
+        for (int j = 0; j < out; j++) yi[j] = b[j] + ai[0] * w0[j] + ai[1] * w1[j] + ai[2] * w2[j];
+        return;
+    case 4:
+        for (int j = 0; j < out; j++) yi[j] = b[j] + ai[0] * w0[j] + ai[1] * w1[j] + ai[2] * w2[j] + ai[3] * w3[j];
+        return;
+    default:
+        memcpy(yi, b, sizeof(float) * out);
+        for (int k = 0; k < in; k++) {
+            const float c = ai[k], *wk = wt + (size_t)k * out;
+            for (int j = 0; j < out; j++) yi[j] += c * wk[j];
+        }
     }
 }
 
@@ -122,17 +141,29 @@ void fm_kern_thin_forward(float *y, float *post, float *aux, float *wt, const fl
     }
 }
 
-FM_CLONES void fm_kern_thin_weight_grad(float *dW, float *acc, const float *g, const float *a, int n, int in,
-                                        int out)
+FM_CLONES void fm_kern_thin_weight_grad(float *restrict dW, float *restrict db, float *restrict acc,
+                                        const float *restrict g, const float *restrict a, int n, int in, int out)
 {
     memset(acc, 0, sizeof(float) * (size_t)in * out);
+    float *a0 = acc, *a1 = acc + out, *a2 = acc + 2 * (size_t)out;
     for (int i = 0; i < n; i++) {
         const float *gi = g + (size_t)i * out, *ai = a + (size_t)i * in;
+        if (in == 3) { /* the seed (x, y, t): one pass over the row for all three and the bias */
+            const float c0 = ai[0], c1 = ai[1], c2 = ai[2];
+            for (int j = 0; j < out; j++) {
+                a0[j] += c0 * gi[j];
+                a1[j] += c1 * gi[j];
+                a2[j] += c2 * gi[j];
+                db[j] += gi[j];
+            }
+            continue;
+        }
         for (int k = 0; k < in; k++) {
             const float c = ai[k];
             float *ak = acc + (size_t)k * out;
             for (int j = 0; j < out; j++) ak[j] += c * gi[j];
         }
+        for (int j = 0; j < out; j++) db[j] += gi[j];
     }
     for (int j = 0; j < out; j++)
         for (int k = 0; k < in; k++) dW[(size_t)j * in + k] += acc[(size_t)k * out + j];

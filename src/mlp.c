@@ -66,6 +66,9 @@ fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
         }
     }
     w->wt = fm_malloc(sizeof(float) * (size_t)m->dims[0] * m->dims[1]);
+    w->w0x = fm_malloc(sizeof(float) * (size_t)m->dims[0] * m->dims[1]);
+    w->b0t = fm_malloc(sizeof(float) * (size_t)m->dims[1]);
+    w->t_row = fm_malloc(sizeof(float) * (size_t)cap);
     w->g0 = fm_malloc(sizeof(float) * (size_t)cap * max_dim(m));
     w->g1 = fm_malloc(sizeof(float) * (size_t)cap * max_dim(m));
     return w;
@@ -81,22 +84,19 @@ void fm_mlp_work_free(fm_mlp_work *w)
         free(w->aux[l]);
     }
     free(w->wt);
+    free(w->w0x);
+    free(w->b0t);
+    free(w->t_row);
     free(w->g0);
     free(w->g1);
     free(w);
 }
 
-const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x,
-                            const float *t, int n)
+/* Layers first.. of the forward from their input a. */
+static const float *forward_layers(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *a, int n,
+                                   int first)
 {
-    FM_CHECK(n <= w->cap, "batch of %d exceeds the work buffers' %d", n, w->cap);
-    const int dim = m->dims[0] - 1;
-    for (int i = 0; i < n; i++) {
-        memcpy(w->in + (size_t)i * (dim + 1), x + (size_t)i * dim, sizeof(float) * dim);
-        w->in[(size_t)i * (dim + 1) + dim] = t[i];
-    }
-    const float *a = w->in;
-    for (int l = 0; l < m->nlayers; l++) {
+    for (int l = first; l < m->nlayers; l++) {
         const int in = m->dims[l], out = m->dims[l + 1];
         const float *W = params + m->w_off[l], *b = params + m->b_off[l];
         float *y = w->pre[l];
@@ -113,6 +113,38 @@ const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params
     return w->pre[m->nlayers - 1];
 }
 
+const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x,
+                            const float *t, int n)
+{
+    FM_CHECK(n <= w->cap, "batch of %d exceeds the work buffers' %d", n, w->cap);
+    const int dim = m->dims[0] - 1;
+    for (int i = 0; i < n; i++) {
+        memcpy(w->in + (size_t)i * (dim + 1), x + (size_t)i * dim, sizeof(float) * dim);
+        w->in[(size_t)i * (dim + 1) + dim] = t[i];
+    }
+    return forward_layers(w, m, params, w->in, n, 0);
+}
+
+const float *fm_mlp_forward_at(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x, float t,
+                               int n)
+{
+    FM_CHECK(n <= w->cap, "batch of %d exceeds the work buffers' %d", n, w->cap);
+    const int dim = m->dims[0] - 1, out = m->dims[1];
+    if (dim > FM_THIN_INPUT) {
+        for (int i = 0; i < n; i++) w->t_row[i] = t;
+        return fm_mlp_forward(w, m, params, x, w->t_row, n);
+    }
+    /* One t for every row: layer 0 is W[:, :D] x + (b + W[:, D] t), a thin layer of D inputs. */
+    const float *W = params + m->w_off[0], *b = params + m->b_off[0];
+    for (int j = 0; j < out; j++) {
+        memcpy(w->w0x + (size_t)j * dim, W + (size_t)j * (dim + 1), sizeof(float) * dim);
+        w->b0t[j] = b[j] + W[(size_t)j * (dim + 1) + dim] * t;
+    }
+    fm_kern_thin_forward(w->pre[0], w->post[0], w->aux[0], w->wt, x, w->w0x, w->b0t, n, dim, out,
+                         m->nlayers > 1 ? (int)m->act : -1);
+    return forward_layers(w, m, params, w->post[0], n, 1);
+}
+
 void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *params,
                      const float *dout, int n, fm_mlp_layer_done done, void *ctx)
 {
@@ -122,12 +154,12 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
         const float *a = l == 0 ? w->in : w->post[l - 1];
         float *dW = grad + m->w_off[l], *db = grad + m->b_off[l];
         if (l == 0 && in <= FM_THIN_INPUT) {
-            fm_kern_thin_weight_grad(dW, w->wt, g, a, n, in, out);
+            fm_kern_thin_weight_grad(dW, db, w->wt, g, a, n, in, out);
         } else {
             /* dW[out, in] += g[n, out]^T a[n, in] */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, g, out, a, in, 1.0f, dW, in);
+            fm_kern_colsum_add(db, g, n, out);
         }
-        fm_kern_colsum_add(db, g, n, out);
         if (done) done(ctx, l);
         if (l == 0) break; /* no gradient needed for the input */
         float *ga = (g == w->g0) ? w->g1 : w->g0;

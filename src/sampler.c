@@ -11,7 +11,6 @@ fm_sampler_work *fm_sampler_work_new(const fm_mlp *m, int cap)
     w->cap = cap;
     w->dim = m->dims[m->nlayers];
     w->mlp = fm_mlp_work_new(m, cap);
-    w->t = fm_malloc(sizeof(float) * (size_t)cap);
     w->xs = fm_malloc(sizeof(float) * (size_t)cap * w->dim);
     w->acc = fm_malloc(sizeof(float) * (size_t)cap * w->dim);
     return w;
@@ -21,7 +20,6 @@ void fm_sampler_work_free(fm_sampler_work *w)
 {
     if (!w) return;
     fm_mlp_work_free(w->mlp);
-    free(w->t);
     free(w->xs);
     free(w->acc);
     free(w);
@@ -32,8 +30,7 @@ int fm_sampler_evals(fm_solver s) { return s == FM_SOLVER_RK4 ? 4 : s == FM_SOLV
 static const float *velocity(fm_sampler_work *w, const fm_mlp *mlp, const float *params,
                              const float *x, double t, int n)
 {
-    for (int i = 0; i < n; i++) w->t[i] = (float)t;
-    return fm_mlp_forward(w->mlp, mlp, params, x, w->t, n);
+    return fm_mlp_forward_at(w->mlp, mlp, params, x, (float)t, n);
 }
 
 /* y = x + h * v over n*dim entries. */

@@ -77,5 +77,27 @@ int main(void)
             et = fmax(et, fabs(pt[i * W + j] - act_d(s, FM_ACT_SILU)) + fabs(yt[i * W + j] - s));
         }
     CHECK(et < 1e-5, "thin forward error %g", et);
+
+    /* Thin weight and bias gradients (3 inputs: the fused path; 5: the general one) against loops. */
+    for (int in = 3; in <= 5; in += 2) {
+        float g2[N * W], a2[N * 5], dW[W * 5], db[W], acc[5 * W];
+        fm_rng_normal(g2, 4, 0, 0, FM_STREAM_EVAL, N * W);
+        fm_rng_normal(a2, 5, 0, 0, FM_STREAM_EVAL, N * in);
+        for (int k = 0; k < W * in; k++) dW[k] = 0.5f;
+        for (int j = 0; j < W; j++) db[j] = -1.0f;
+        fm_kern_thin_weight_grad(dW, db, acc, g2, a2, N, in, W);
+        double ew = 0, eb = 0;
+        for (int j = 0; j < W; j++) {
+            double sb = -1.0;
+            for (int i = 0; i < N; i++) sb += g2[i * W + j];
+            eb = fmax(eb, fabs(db[j] - sb));
+            for (int k = 0; k < in; k++) {
+                double sw = 0.5;
+                for (int i = 0; i < N; i++) sw += (double)g2[i * W + j] * a2[i * in + k];
+                ew = fmax(ew, fabs(dW[j * in + k] - sw));
+            }
+        }
+        CHECK(ew < 1e-5 && eb < 1e-5, "thin gradients, %d inputs: errors %g %g", in, ew, eb);
+    }
     return check_report("test_kernels");
 }

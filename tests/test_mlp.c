@@ -129,7 +129,7 @@ int main(void)
     /* 2. The sgemm path against a naive double loop: odd shapes, batch 1, deep and wide nets. */
     const struct { int dim, nh, hidden[4], n; } cases[] = {
         {2, 2, {1024, 16}, 1}, {2, 2, {1024, 16}, 37}, {3, 1, {1}, 5}, {1, 3, {13, 7, 3}, 129},
-        {5, 4, {31, 64, 17, 9}, 33}, {7, 2, {257, 5}, 2},
+        {5, 4, {31, 64, 17, 9}, 33}, {7, 2, {257, 5}, 2}, {9, 1, {4}, 3},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         fm_mlp m;
@@ -148,6 +148,13 @@ int main(void)
         double maxerr = 0;
         for (int k = 0; k < n * D; k++) maxerr = fmax(maxerr, fabs(out[k] - ref[k]) / (1 + fabs(ref[k])));
         CHECK(maxerr < 1e-5, "case %zu: forward differs from the naive loop by %g", c, maxerr);
+        /* One t for all rows (the sampler's path) gives the same as t broadcast. */
+        for (int i = 0; i < n; i++) t[i] = t[0];
+        forward_naive(ref, &m, pd, x, t, n);
+        out = fm_mlp_forward_at(w, &m, p, x, t[0], n);
+        maxerr = 0;
+        for (int k = 0; k < n * D; k++) maxerr = fmax(maxerr, fabs(out[k] - ref[k]) / (1 + fabs(ref[k])));
+        CHECK(maxerr < 1e-5, "case %zu: forward_at differs from the naive loop by %g", c, maxerr);
         fm_mlp_work_free(w);
         free(p); free(pd); free(x); free(t); free(ref);
     }

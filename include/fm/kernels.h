@@ -33,9 +33,10 @@ void fm_kern_thin_forward(float *y /* [n, out] */, float *post /* [n, out] */, f
                           float *wt /* [in, out] */, const float *a /* [n, in] */, const float *W /* [out, in] */,
                           const float *b /* [out] */, int n, int in, int out, int act);
 
-/* dW[out, in] += g[n, out]^T a[n, in], for in <= FM_THIN_INPUT. acc: [in, out] scratch. */
-void fm_kern_thin_weight_grad(float *dW /* [out, in] */, float *acc /* [in, out] */, const float *g /* [n, out] */,
-                              const float *a /* [n, in] */, int n, int in, int out);
+/* dW[out, in] += g[n, out]^T a[n, in] and db[out] += column sums of g, in one pass over g,
+ * for in <= FM_THIN_INPUT. acc: [in, out] scratch. */
+void fm_kern_thin_weight_grad(float *dW /* [out, in] */, float *db /* [out] */, float *acc /* [in, out] */,
+                              const float *g /* [n, out] */, const float *a /* [n, in] */, int n, int in, int out);
 
 /* db[out] += sum over rows of g[n, out]. */
 void fm_kern_colsum_add(float *db /* [out] */, const float *g /* [n, out] */, int n, int out);

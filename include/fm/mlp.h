@@ -30,6 +30,7 @@ typedef struct {
     float *aux[FM_MLP_MAX_LAYERS];     /* what the activation's derivative needs (SiLU: sigmoid) */
     float *g0, *g1;                    /* [cap, max dim] gradient ping-pong */
     float *wt;                         /* [dims[0], dims[1]] layer 0 weight transposed, or its gradient */
+    float *w0x, *b0t, *t_row;          /* fm_mlp_forward_at: [dims[1], dim], [dims[1]], [cap] */
 } fm_mlp_work;
 
 /* Fills the shape; returns 0, or -1 when the hidden list is empty, too long or not positive. */
@@ -48,6 +49,10 @@ const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params
 /* Called by the backward as soon as layer l's gradient is complete (last layer first): the
  * hook that lets the all-reduce of layer l overlap the backward of the layers below it. */
 typedef void (*fm_mlp_layer_done)(void *ctx, int layer);
+
+/* The same with one t for every row (the sampler's case): layer 0 folds t into its bias. */
+const float *fm_mlp_forward_at(fm_mlp_work *w, const fm_mlp *m, const float *params,
+                               const float *x /* [n, dim] */, float t, int n);
 
 /* Backward from dL/d(output); adds dL/dparams into grad (call forward on the same batch first).
  * done may be NULL. */

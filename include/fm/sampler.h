@@ -11,7 +11,6 @@ typedef enum { FM_SOLVER_EULER = 0, FM_SOLVER_MIDPOINT = 1, FM_SOLVER_RK4 = 2 } 
 typedef struct {
     int cap, dim;
     fm_mlp_work *mlp;
-    float *t;            /* [cap] */
     float *xs, *acc;     /* [cap, dim] stage state and RK accumulator */
 } fm_sampler_work;
 
