@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Analyse fmtrain runs from their files.
 
   fm_analyze.py report RUN_DIR     metrics against the analytic target (beside true samples, the
