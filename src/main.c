@@ -11,6 +11,7 @@
 #include "fm/config.h"
 #include "fm/error.h"
 #include "fm/mlp.h"
+#include "fm/progress.h"
 #include "fm/samples.h"
 #include "fm/stop.h"
 #include "fm/train.h"
@@ -28,7 +29,7 @@ static const char usage[] =
     "        (train.resume = auto); --resume requires one; train.resume = never refuses one.\n"
     "sample  integrates sample.n trajectories of a checkpoint's model, split over the ranks, into\n"
     "        SAMPLES.h5 (default: samples.h5 beside the checkpoint).\n"
-    "info    prints what a checkpoint or samples file holds.\n"
+    "info    prints what a checkpoint, samples or history.tsv file holds.\n"
     "\n"
     "Run under MPI: mpirun -np 64 fmtrain -c jobs/gmm11.ini -o runs/x\n"
     "Exit status: 0 done; 1 error (one line on stderr says what and how to fix it);\n"
@@ -248,7 +249,10 @@ static int cmd_info(int argc, char **argv, int first)
     if (first + 1 != argc) fail_all("usage: fmtrain info FILE.h5");
     char err[FM_PATH_MAX + 256];
     int ok = 1;
-    if (fm_comm_rank() == 0 && fm_ckpt_info(argv[first], err, sizeof err)) {
+    const char *path = argv[first];
+    const size_t len = strlen(path);
+    const int text = len > 4 && strcmp(path + len - 4, ".tsv") == 0;
+    if (fm_comm_rank() == 0 && (text ? fm_progress_info(path, err, sizeof err) : fm_ckpt_info(path, err, sizeof err))) {
         fprintf(stderr, "fmtrain: error: %s\n", err);
         ok = 0;
     }

@@ -104,3 +104,31 @@ void fm_progress_close(fm_progress *p, const char *why, long step)
     fclose(p->tsv);
     p->tsv = NULL;
 }
+
+int fm_progress_info(const char *path, char *err, int cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fm_errorf(err, cap, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[512], last[512] = "", end[512] = "running (no end line yet)";
+    long rows = 0;
+    int header = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "# end: ", 7) == 0) snprintf(end, sizeof end, "%s", line + 7);
+        else if (line[0] == '#') continue;
+        else if (!header) header = strncmp(line, "step\t", 5) == 0 ? 1 : -1;
+        else { rows++; snprintf(last, sizeof last, "%s", line); }
+    }
+    fclose(f);
+    if (header != 1) {
+        fm_errorf(err, cap, "%s is not an fm history file (no 'step<TAB>loss...' header)", path);
+        return -1;
+    }
+    end[strcspn(end, "\n")] = '\0';
+    last[strcspn(last, "\n")] = '\0';
+    printf("%s: fm history (text), %ld rows; columns step loss lr grad_norm time\nlast row: %s\nend: %s\n", path, rows,
+           *last ? last : "(none)", end);
+    return 0;
+}

@@ -99,6 +99,10 @@ def test_info_describes_both_files(seed_runs):
     assert "[1024, 3]" in r.stdout and "hidden = 1024,16" in r.stdout
     r = run(["info", d / "samples.h5"])
     assert "fm samples" in r.stdout and "/trajectories" in r.stdout and "[20, 51, 2]" in r.stdout
+    r = run(["info", d / "history.tsv"])
+    assert "fm history (text), 30 rows" in r.stdout and "last row: 30\t" in r.stdout and "end: done step 30" in r.stdout
+    bad = run(["info", d / "checkpoint.h5.tsv"], check=False)
+    assert bad.returncode == 1 and "cannot open" in bad.stderr
 
 
 def test_readme_lists_every_key():

@@ -30,4 +30,7 @@ void fm_progress_step(fm_progress *p, const fm_history *hist, int recorded, long
 /* Ends the file with "# end: WHY step N" (done, stopped, failed) so followers know, and closes. */
 void fm_progress_close(fm_progress *p, const char *why, long step);
 
+/* `fmtrain info` of a history.tsv: rows, last row, how it ended. */
+int fm_progress_info(const char *path, char *err, int cap);
+
 #endif
