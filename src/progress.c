@@ -4,17 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "fm/clock.h"
 #include "fm/error.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void duration(char *out, size_t cap, double s)
 {
@@ -58,14 +51,14 @@ int fm_progress_open(fm_progress *p, const char *outdir, const fm_history *hist,
     p->batch = batch;
     p->log_every = log_every;
     p->step_log = step;
-    p->t_log = p->t_draw = p->t_flush = now();
+    p->t_log = p->t_draw = p->t_flush = fm_now();
     return 0;
 }
 
 void fm_progress_step(fm_progress *p, const fm_history *hist, int recorded, long step, float loss, double lr,
                       double grad_norm, double elapsed)
 {
-    const double t = now();
+    const double t = fm_now();
     if (recorded && p->tsv) write_row(p->tsv, hist, hist->n - 1);
     if (p->tsv && t - p->t_flush > 1.0) { /* readable within a second, one write a second */
         fflush(p->tsv);

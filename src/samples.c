@@ -4,23 +4,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fm/ckpt.h"
+#include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/dist.h"
 #include "fm/error.h"
 #include "fm/h5io.h"
 #include "fm/rng.h"
 #include "fm/sampler.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* How many trajectories are recorded in full: sample.trajectories, at most sample.n. */
 static uint64_t recorded(const fm_config *cfg)
@@ -64,7 +57,7 @@ int fm_samples_run(const char *path, const fm_config *cfg, const char *config_te
     const uint64_t r0 = N * (uint64_t)r / (uint64_t)P, r1 = N * (uint64_t)(r + 1) / (uint64_t)P;
     const uint64_t nloc = r1 - r0, mloc = r1 <= M ? nloc : (r0 < M ? M - r0 : 0);
     const fm_solver solver = (fm_solver)fm_sampler_parse(cfg->solver);
-    double t0 = now();
+    double t0 = fm_now();
 
     fm_dist *src = fm_dist_gaussian(D, (float)cfg->source_std);
     float *x = fm_malloc(sizeof(float) * nloc * D);
@@ -79,7 +72,7 @@ int fm_samples_run(const char *path, const fm_config *cfg, const char *config_te
     }
     fm_sampler_work_free(w);
     fm_dist_free(src);
-    double t1 = now();
+    double t1 = fm_now();
 
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -97,7 +90,7 @@ int fm_samples_run(const char *path, const fm_config *cfg, const char *config_te
         double traj_steps = (double)N * (double)cfg->sample_steps;
         printf("sampled %llu x %ld %s steps on %d rank%s in %.2f s (%.3g trajectory-steps/s); wrote %s in %.2f s\n",
                (unsigned long long)N, cfg->sample_steps, cfg->solver, P, P > 1 ? "s" : "", t1 - t0,
-               traj_steps / (t1 - t0 > 0 ? t1 - t0 : 1e-9), path, now() - t1);
+               traj_steps / (t1 - t0 > 0 ? t1 - t0 : 1e-9), path, fm_now() - t1);
         fflush(stdout);
     }
     return 0;

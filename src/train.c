@@ -4,10 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fm/ckpt.h"
+#include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/error.h"
 #include "fm/optim.h"
@@ -16,13 +16,6 @@
 #include "fm/rng.h"
 #include "fm/samples.h"
 #include "fm/stop.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static fm_dist *target_of(const fm_config *cfg)
 {
@@ -104,7 +97,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
      * global batch's gradient however the batch is split. */
     const float scale = 1.0f / (float)((double)cfg->batch * D);
     fm_step_times tm = {0};
-    double loss = 0.0, t0 = now(), t1;
+    double loss = 0.0, t0 = fm_now(), t1;
 
     memset(tr->grad, 0, sizeof(float) * (n + 2));
     const int overlap = tr->overlap;
@@ -118,10 +111,10 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
         fm_dist_sample(tr->z, tr->target, seed, (uint32_t)step, first, FM_STREAM_Z, nb);
         fm_path_sample(tr->xt, tr->u, &path, tr->t, tr->x0, tr->z, nb, D);
-        t1 = now(); tm.draw += t1 - t0; t0 = t1;
+        t1 = fm_now(); tm.draw += t1 - t0; t0 = t1;
         const float *out = fm_mlp_forward(tr->work, &tr->mlp, tr->params, tr->xt, tr->t, nb);
         loss += fm_mlp_loss(tr->dout, out, tr->u, nb, D, scale);
-        t1 = now(); tm.forward += t1 - t0; t0 = t1;
+        t1 = fm_now(); tm.forward += t1 - t0; t0 = t1;
         if (last) {
             /* Everything the all-reduce carries besides gradients is known now. */
             tr->grad[n] = (float)(scale * loss);
@@ -130,12 +123,12 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
             tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
         }
         fm_mlp_backward(tr->grad, tr->work, &tr->mlp, tr->params, tr->dout, nb, overlap && last ? layer_done : NULL, tr);
-        t1 = now(); tm.backward += t1 - t0; t0 = t1;
+        t1 = fm_now(); tm.backward += t1 - t0; t0 = t1;
     }
     if (tr->nloc == 0) tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
     if (overlap) fm_comm_wait();
     else fm_comm_allreduce_sum(tr->grad, n + 2);
-    t1 = now(); tm.allreduce += t1 - t0; t0 = t1;
+    t1 = fm_now(); tm.allreduce += t1 - t0; t0 = t1;
 
     fm_step_result r = {tr->grad[n], 0.0, fm_optim_lr(&adam, step, cfg->steps), 1, tr->grad[n + 1] > 0.0f};
     r.grad_norm = fm_optim_clip(tr->grad, n, adam.clip);
@@ -144,7 +137,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         fm_adam_step(tr->params, tr->m, tr->v, tr->grad, n, &adam, step, r.lr);
         tr->step = step;
     }
-    tm.optim += now() - t0;
+    tm.optim += fm_now() - t0;
     if (times) {
         times->draw += tm.draw; times->forward += tm.forward; times->backward += tm.backward;
         times->allreduce += tm.allreduce; times->optim += tm.optim;
@@ -263,7 +256,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
         status = fail_all(err);
         goto done;
     }
-    const double t_start = now();
+    const double t_start = fm_now();
     while (tr->step < cfg->steps) {
         const long step = tr->step + 1;
         const fm_step_result r = fm_trainer_step(tr, NULL);
@@ -275,7 +268,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
             break;
         }
         if (rank == 0) {
-            const double elapsed = now() - t_start;
+            const double elapsed = fm_now() - t_start;
             const int recorded = step <= 100 || step % cfg->history_every == 0 || step % cfg->log_every == 0 ||
                                  step == cfg->steps || r.stop;
             if (recorded) fm_history_push(&hist, step, r.loss, (float)r.lr, (float)r.grad_norm, time0 + elapsed);
@@ -302,7 +295,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
     if (rank == 0)
         fm_progress_close(&prog, status == 0 ? "done" : status == FM_EXIT_STOPPED ? "stopped" : "failed", tr->step);
     if (status == 0 && rank == 0) {
-        printf("trained to step %ld in %.2f s; checkpoint %s\n", tr->step, now() - t_start, ckpt_path);
+        printf("trained to step %ld in %.2f s; checkpoint %s\n", tr->step, fm_now() - t_start, ckpt_path);
         fflush(stdout);
     }
     if (status == 0 && cfg->sample_n > 0) {

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
+#include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/config.h"
 #include "fm/dist.h"
@@ -22,13 +22,6 @@
 #include "fm/rng.h"
 #include "fm/sampler.h"
 #include "fm/train.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -53,9 +46,9 @@ static double sgemm_peak(void)
     double g[5];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
     for (int r = 0; r < 5; r++) {
-        double t = now();
+        double t = fm_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
-        g[r] = 2.0 * N * N * (double)N / (now() - t) / 1e9;
+        g[r] = 2.0 * N * N * (double)N / (fm_now() - t) / 1e9;
     }
     free(a); free(b); free(c);
     return median(g, 5);
@@ -127,9 +120,9 @@ int main(int argc, char **argv)
     fm_comm_barrier();
     for (int s = 0; s < steps; s++) {
         fm_step_times tm = {0};
-        double t0 = now();
+        double t0 = fm_now();
         fm_trainer_step(tr, &tm);
-        t_step[s] = now() - t0;
+        t_step[s] = fm_now() - t0;
         parts[0][s] = tm.draw; parts[1][s] = tm.forward; parts[2][s] = tm.backward;
         parts[3][s] = tm.allreduce; parts[4][s] = tm.optim;
     }
@@ -148,14 +141,14 @@ int main(int argc, char **argv)
     float *x = malloc(sizeof(float) * (size_t)(nloc > 0 ? nloc : 1) * cfg.dim);
     fm_dist *src = fm_dist_gaussian((int)cfg.dim, 1.0f);
     fm_comm_barrier();
-    double ts = now();
+    double ts = fm_now();
     for (long c0 = 0; c0 < nloc; c0 += chunk) {
         int nb = (int)(nloc - c0 < chunk ? nloc - c0 : chunk);
         fm_dist_sample(x + c0 * cfg.dim, src, 1, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
         fm_sampler_integrate(x + c0 * cfg.dim, NULL, w, &tr->mlp, tr->params, nb, 0, cfg.sample_steps,
                              (fm_solver)fm_sampler_parse(cfg.solver));
     }
-    double sample_time[2] = {now() - ts, 0.0};
+    double sample_time[2] = {fm_now() - ts, 0.0};
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     sample_time[1] = (double)ru.ru_maxrss / 1024.0; /* MB */
