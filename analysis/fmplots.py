@@ -21,14 +21,25 @@ def _density(ax, dist, extent, cmap="Blues", alpha=1.0):
     ax.set_aspect("equal")
 
 
+def _backdrop(ax, target, extent):
+    """The target density in grey under samples, on the square [-extent, extent]^2."""
+    _density(ax, target, extent, cmap="Greys", alpha=0.6)
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def densities(path, source, target, extent=15.0):
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, d, title in ((axes[0], source, "source p_init"), (axes[1], target, "target p_data")):
         _density(ax, d, extent)
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def samples_over_time(path, samples, target, extent=15.0, at=(0.0, 1 / 3, 2 / 3, 1.0)):
@@ -37,32 +48,24 @@ def samples_over_time(path, samples, target, extent=15.0, at=(0.0, 1 / 3, 2 / 3,
     fig, axes = plt.subplots(1, len(at), figsize=(4.2 * len(at), 4.4))
     for ax, t in zip(axes, at):
         k = int(np.abs(times - t).argmin())
-        _density(ax, target, extent, cmap="Greys", alpha=0.6)
+        _backdrop(ax, target, extent)
         ax.scatter(traj[:, k, 0], traj[:, k, 1], s=2, c="tab:red", alpha=0.6)
-        ax.set_xlim(-extent, extent)
-        ax.set_ylim(-extent, extent)
         ax.set_title(f"t = {times[k]:.2f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def trajectories(path, samples, target, extent=15.0, most=300):
     traj = samples.trajectories[:most]
     fig, ax = plt.subplots(figsize=(6, 6))
-    _density(ax, target, extent, cmap="Greys", alpha=0.6)
+    _backdrop(ax, target, extent)
     for tr in traj:
         ax.plot(tr[:, 0], tr[:, 1], lw=0.4, alpha=0.5, c="tab:blue")
     if len(traj):
         ax.scatter(traj[:, 0, 0], traj[:, 0, 1], s=3, c="black", label="x0")
         ax.scatter(traj[:, -1, 0], traj[:, -1, 1], s=3, c="tab:red", label="x1")
         ax.legend(loc="upper right")
-    ax.set_xlim(-extent, extent)
-    ax.set_ylim(-extent, extent)
     ax.set_title(f"{len(traj)} trajectories")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def loss_curve(path, history, window=100, title="training loss"):
@@ -76,9 +79,7 @@ def loss_curve(path, history, window=100, title="training loss"):
     ax.set_ylabel("CFM loss")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def loss_curves(path, histories, window=100):
@@ -90,6 +91,4 @@ def loss_curves(path, histories, window=100):
     ax.set_xlabel("step")
     ax.set_ylabel(f"CFM loss, running mean ({window})")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

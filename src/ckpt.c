@@ -43,16 +43,6 @@ void fm_history_free(fm_history *h)
     memset(h, 0, sizeof *h);
 }
 
-int fm_ckpt_model_of(fm_mlp *m, const fm_config *cfg, char *err, int cap)
-{
-    if (fm_mlp_shape(m, (int)cfg->dim, cfg->hidden, (int)cfg->nhidden,
-                     (fm_act)fm_mlp_act_parse(cfg->activation)) != 0) {
-        fm_errorf(err, cap, "[model] hidden: invalid model");
-        return -1;
-    }
-    return 0;
-}
-
 int fm_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY);
@@ -97,8 +87,11 @@ static int read_layers(fm_h5 f, const char *prefix, const fm_mlp *m, float *buf,
                         : rank == 2 && d[0] == (uint64_t)m->dims[l + 1] && d[1] == (uint64_t)m->dims[l]);
             if (!ok || fm_h5_read_f32(f, name, buf + (b ? m->b_off[l] : m->w_off[l]),
                                       b ? (uint64_t)m->dims[l + 1] : (uint64_t)m->dims[l + 1] * m->dims[l])) {
-                fm_errorf(err, cap, "%s: dataset %s is missing or not float [%d%s%d] as its config says: "
-                          "the file is corrupt", path, name, m->dims[l + 1], b ? "" : ", ", b ? 0 : m->dims[l]);
+                char shape[48];
+                if (b) snprintf(shape, sizeof shape, "[%d]", m->dims[l + 1]);
+                else snprintf(shape, sizeof shape, "[%d, %d]", m->dims[l + 1], m->dims[l]);
+                fm_errorf(err, cap, "%s: dataset %s is missing or not float %s as its config says: the file is "
+                          "corrupt", path, name, shape);
                 return -1;
             }
         }
@@ -240,7 +233,7 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
     if (fm_h5_attr_read_str(f, "/", "config", &c->config_text) ||
         fm_config_load_string(&c->cfg, c->config_text, "stored config", msg, sizeof msg)) {
         fm_errorf(err, cap, "%s: its config attribute is missing or invalid: the file is corrupt", path);
-    } else if (fm_ckpt_model_of(&c->mlp, &c->cfg, msg, sizeof msg)) {
+    } else if (fm_config_model(&c->mlp, &c->cfg, msg, sizeof msg)) {
         fm_errorf(err, cap, "%s: %s", path, msg);
     } else if (fm_h5_attr_read_i64(f, "/", "step", &step) || step < 0 ||
                fm_h5_read_i64(f, "/optim/step", &ostep, 1) || ostep != step) {

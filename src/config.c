@@ -295,6 +295,15 @@ int fm_config_validate(const fm_config *c, char *err, int cap)
     return 0;
 }
 
+int fm_config_model(fm_mlp *m, const fm_config *c, char *err, int cap)
+{
+    if (fm_mlp_shape(m, (int)c->dim, c->hidden, (int)c->nhidden, (fm_act)fm_mlp_act_parse(c->activation))) {
+        fm_errorf(err, cap, "[model] hidden: invalid model for data.dim = %ld", c->dim);
+        return -1;
+    }
+    return 0;
+}
+
 static void format_value(char *out, size_t cap, const fm_config *c, const key_spec *k)
 {
     const char *field = (const char *)c + k->off;

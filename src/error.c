@@ -7,8 +7,13 @@ static int g_rank = 0;
 static fm_error_hook g_hook = NULL;
 
 void fm_error_set_rank(int rank) { g_rank = rank; }
-int fm_error_rank(void) { return g_rank; }
 void fm_error_set_hook(fm_error_hook hook) { g_hook = hook; }
+
+void fm_error_print(const char *msg)
+{
+    fprintf(stderr, "fmtrain: error: %s\n", msg);
+    fflush(stderr);
+}
 
 _Noreturn void fm_fatal_at(const char *file, int line, const char *fmt, ...)
 {

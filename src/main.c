@@ -38,10 +38,7 @@ static const char usage[] =
 /* An error every rank knows alike (bad command line or config): said once, all end together. */
 static _Noreturn void fail_all(const char *msg)
 {
-    if (fm_comm_rank() == 0) {
-        fprintf(stderr, "fmtrain: error: %s\n", msg);
-        fflush(stderr);
-    }
+    if (fm_comm_rank() == 0) fm_error_print(msg);
     fm_comm_exit(1);
 }
 
@@ -224,7 +221,7 @@ static int cmd_sample(int argc, char **argv, int first)
     validate(&cfg);
     fm_mlp_set_threads((int)cfg.threads);
     fm_mlp mlp;
-    if (fm_ckpt_model_of(&mlp, &cfg, err, sizeof err)) fail_all(err);
+    if (fm_config_model(&mlp, &cfg, err, sizeof err)) fail_all(err);
     if (fm_comm_rank() != 0) c.params = fm_malloc(sizeof(float) * mlp.nparams);
     fm_comm_bcast(c.params, sizeof(float) * mlp.nparams);
 
@@ -238,7 +235,7 @@ static int cmd_sample(int argc, char **argv, int first)
     if (cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
     char *text = fm_config_dump(&cfg);
     int ok = fm_samples_run(path, &cfg, text, &mlp, c.params, step, err, sizeof err) == 0;
-    if (!ok && fm_comm_rank() == 0) fprintf(stderr, "fmtrain: error: %s\n", err);
+    if (!ok && fm_comm_rank() == 0) fm_error_print(err);
     free(text);
     fm_ckpt_free(&c);
     return ok ? 0 : 1;
@@ -253,7 +250,7 @@ static int cmd_info(int argc, char **argv, int first)
     const size_t len = strlen(path);
     const int text = len > 4 && strcmp(path + len - 4, ".tsv") == 0;
     if (fm_comm_rank() == 0 && (text ? fm_progress_info(path, err, sizeof err) : fm_ckpt_info(path, err, sizeof err))) {
-        fprintf(stderr, "fmtrain: error: %s\n", err);
+        fm_error_print(err);
         ok = 0;
     }
     return fm_comm_all_ok(ok) ? 0 : 1;

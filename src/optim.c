@@ -52,5 +52,3 @@ int fm_optim_schedule_parse(const char *name)
         if (strcmp(name, sched_names[i]) == 0) return i;
     return -1;
 }
-
-const char *fm_optim_schedule_name(fm_lr_schedule s) { return sched_names[s]; }

@@ -66,10 +66,3 @@ void fm_rng_normal(float *out, uint64_t seed, uint32_t step, uint32_t index, uin
         out[j] = (float)z[j % 4];
     }
 }
-
-void fm_rng_normal_rows(float *out, uint64_t seed, uint32_t step, uint32_t index0, uint32_t stream,
-                        int n, int d)
-{
-    for (int i = 0; i < n; i++)
-        fm_rng_normal(out + (long)i * d, seed, step, index0 + (uint32_t)i, stream, d);
-}

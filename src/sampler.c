@@ -93,5 +93,3 @@ int fm_sampler_parse(const char *name)
         if (strcmp(name, solver_names[i]) == 0) return i;
     return -1;
 }
-
-const char *fm_sampler_name(fm_solver s) { return solver_names[s]; }

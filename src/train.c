@@ -33,8 +33,11 @@ fm_trainer *fm_trainer_new(const fm_config *cfg)
     fm_trainer *tr = fm_calloc(sizeof *tr);
     tr->cfg = *cfg;
     fm_mlp_set_threads((int)cfg->threads);
-    if (fm_mlp_shape(&tr->mlp, (int)cfg->dim, cfg->hidden, (int)cfg->nhidden, (fm_act)fm_mlp_act_parse(cfg->activation)))
-        FM_FATAL("[model] hidden: invalid model");
+    char err[256];
+    if (fm_config_model(&tr->mlp, cfg, err, sizeof err)) FM_FATAL("%s", err);
+    tr->path = (fm_path){(fm_schedule)fm_path_parse(cfg->schedule), cfg->eps, cfg->sigma_min};
+    tr->adam = (fm_adam){cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
+                         (fm_lr_schedule)fm_optim_schedule_parse(cfg->lr_schedule), cfg->warmup};
     const size_t n = tr->mlp.nparams, D = (size_t)cfg->dim;
     tr->params = fm_malloc(sizeof(float) * n);
     tr->grad = fm_malloc(sizeof(float) * (n + 2));
@@ -90,9 +93,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     const int D = (int)cfg->dim;
     const long step = tr->step + 1; /* the step being taken; its draws use counter `step` */
     const uint64_t seed = (uint64_t)cfg->seed;
-    const fm_path path = {(fm_schedule)fm_path_parse(cfg->schedule), cfg->eps, cfg->sigma_min};
-    const fm_adam adam = {cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
-                          (fm_lr_schedule)fm_optim_schedule_parse(cfg->lr_schedule), cfg->warmup};
+    const fm_adam *adam = &tr->adam;
     /* Each shard's gradient is its samples' sum divided by B*D: the all-reduced sum is the
      * global batch's gradient however the batch is split. */
     const float scale = 1.0f / (float)((double)cfg->batch * D);
@@ -110,7 +111,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         for (int i = 0; i < nb; i++) fm_rng_uniform(tr->t + i, seed, (uint32_t)step, first + (uint32_t)i, FM_STREAM_T, 1);
         fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
         fm_dist_sample(tr->z, tr->target, seed, (uint32_t)step, first, FM_STREAM_Z, nb);
-        fm_path_sample(tr->xt, tr->u, &path, tr->t, tr->x0, tr->z, nb, D);
+        fm_path_sample(tr->xt, tr->u, &tr->path, tr->t, tr->x0, tr->z, nb, D);
         t1 = fm_now(); tm.draw += t1 - t0; t0 = t1;
         const float *out = fm_mlp_forward(tr->work, &tr->mlp, tr->params, tr->xt, tr->t, nb);
         loss += fm_mlp_loss(tr->dout, out, tr->u, nb, D, scale);
@@ -130,11 +131,11 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     else fm_comm_allreduce_sum(tr->grad, n + 2);
     t1 = fm_now(); tm.allreduce += t1 - t0; t0 = t1;
 
-    fm_step_result r = {tr->grad[n], 0.0, fm_optim_lr(&adam, step, cfg->steps), 1, tr->grad[n + 1] > 0.0f};
-    r.grad_norm = fm_optim_clip(tr->grad, n, adam.clip);
+    fm_step_result r = {tr->grad[n], 0.0, fm_optim_lr(adam, step, cfg->steps), 1, tr->grad[n + 1] > 0.0f};
+    r.grad_norm = fm_optim_clip(tr->grad, n, adam->clip);
     r.finite = isfinite(r.loss) && isfinite(r.grad_norm);
     if (r.finite) {
-        fm_adam_step(tr->params, tr->m, tr->v, tr->grad, n, &adam, step, r.lr);
+        fm_adam_step(tr->params, tr->m, tr->v, tr->grad, n, adam, step, r.lr);
         tr->step = step;
     }
     tm.optim += fm_now() - t0;
@@ -150,10 +151,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
 /* An error every rank knows alike: rank 0 says it once, all end together. */
 static int fail_all(const char *msg)
 {
-    if (fm_comm_rank() == 0) {
-        fprintf(stderr, "fmtrain: error: %s\n", msg);
-        fflush(stderr);
-    }
+    if (fm_comm_rank() == 0) fm_error_print(msg);
     return 1;
 }
 
@@ -235,7 +233,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
         status = fail_all(err);
     } else if (exists && resume_from(tr, &hist, &time0, ckpt_path, err, sizeof err)) {
         status = 1;
-        if (rank == 0) fprintf(stderr, "fmtrain: error: %s\n", err);
+        if (rank == 0) fm_error_print(err);
     }
     if (status) goto done;
 
@@ -276,7 +274,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
         }
         if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps || r.stop) {
             int ok = rank != 0 || checkpoint(tr, &hist, config_text, ckpt_path, err, sizeof err) == 0;
-            if (!ok) fprintf(stderr, "fmtrain: error: %s\n", err);
+            if (!ok) fm_error_print(err);
             if (!fm_comm_all_ok(ok)) {
                 status = 1;
                 break;
@@ -300,7 +298,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
     }
     if (status == 0 && cfg->sample_n > 0) {
         int ok = fm_samples_run(samples_path, cfg, config_text, &tr->mlp, tr->params, tr->step, err, sizeof err) == 0;
-        if (!ok && rank == 0) fprintf(stderr, "fmtrain: error: %s\n", err);
+        if (!ok && rank == 0) fm_error_print(err);
         if (!ok) status = 1;
     }
 done:

@@ -20,7 +20,7 @@ int main(int argc, char **argv)
     fm_config_set(&cfg, "data.dim", "3", err, sizeof err);
     char *text = fm_config_dump(&cfg);
     fm_mlp m;
-    CHECK(fm_ckpt_model_of(&m, &cfg, err, sizeof err) == 0, "%s", err);
+    CHECK(fm_config_model(&m, &cfg, err, sizeof err) == 0, "%s", err);
     const size_t n = m.nparams;
     float *p = malloc(sizeof(float) * n), *mo = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
     fm_rng_normal(p, 1, 0, 0, FM_STREAM_EVAL, (int)n);

@@ -49,9 +49,6 @@ int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap);
 int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap);
 void fm_ckpt_free(fm_ckpt *c);
 
-/* Makes the config and MLP shape of a config; -1 with err when the model is invalid. */
-int fm_ckpt_model_of(fm_mlp *m, const fm_config *cfg, char *err, int cap);
-
 /* fsync a file, or the directory that holds path (so a rename in it is durable). */
 int fm_fsync_path(const char *path);
 int fm_fsync_dir_of(const char *path);

@@ -56,6 +56,9 @@ char *fm_config_dump(const fm_config *c);
  * batch), fixed = 0: only the others. Returns how many differ. */
 int fm_config_diff(char *out, int cap, const fm_config *a, const fm_config *b, int fixed);
 
+/* The MLP shape a config describes ([model] and data.dim); -1 with err when it is invalid. */
+int fm_config_model(fm_mlp *m, const fm_config *c, char *err, int cap);
+
 /* Writes the table of keys (name, default, meaning) as Markdown, for the README. */
 void fm_config_print_keys(void);
 

@@ -10,8 +10,11 @@
 typedef void (*fm_error_hook)(int status);
 
 void fm_error_set_rank(int rank);
-int fm_error_rank(void);
 void fm_error_set_hook(fm_error_hook hook);
+
+/* The one line of a user-facing error ("fmtrain: error: MSG"), without ending anything: for
+ * errors every rank knows alike, printed by rank 0 only. */
+void fm_error_print(const char *msg);
 
 /* An error that only this rank may know about: print and end the whole job now. */
 _Noreturn void fm_fatal_at(const char *file, int line, const char *fmt, ...)

@@ -28,6 +28,5 @@ double fm_optim_norm(const float *g /* [n] */, size_t n);
 double fm_optim_clip(float *g /* [n] */, size_t n, double clip);
 
 int fm_optim_schedule_parse(const char *name);
-const char *fm_optim_schedule_name(fm_lr_schedule s);
 
 #endif

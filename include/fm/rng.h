@@ -30,8 +30,4 @@ void fm_rng_uniform(float *out /* [n] */, uint64_t seed, uint32_t step, uint32_t
 void fm_rng_normal(float *out /* [n] */, uint64_t seed, uint32_t step, uint32_t index,
                    uint32_t stream, int n);
 
-/* Row i of out gets the d normals of sample index0 + i. */
-void fm_rng_normal_rows(float *out /* [n, d] */, uint64_t seed, uint32_t step, uint32_t index0,
-                        uint32_t stream, int n, int d);
-
 #endif

@@ -28,6 +28,5 @@ void fm_sampler_integrate(float *x /* [n, dim] */, float *traj /* [m, steps + 1,
                           long steps, fm_solver solver);
 
 int fm_sampler_parse(const char *name);
-const char *fm_sampler_name(fm_solver s);
 
 #endif

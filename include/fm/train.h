@@ -6,6 +6,8 @@
 #include "fm/config.h"
 #include "fm/dist.h"
 #include "fm/mlp.h"
+#include "fm/optim.h"
+#include "fm/path.h"
 
 /* Seconds spent in each part of the steps taken, summed. */
 typedef struct {
@@ -23,6 +25,8 @@ typedef struct {
 typedef struct {
     fm_config cfg;
     fm_mlp mlp;
+    fm_path path;
+    fm_adam adam;
     float *params, *grad, *m, *v; /* [nparams] each, one layout; grad has 2 more: loss, stop */
     long step;                    /* steps done */
     long i0, nloc;                /* this rank's shard of every global batch: [i0, i0 + nloc) */
