@@ -48,22 +48,16 @@ static int write_file(const char *tmp, const fm_config *cfg, const char *config_
     return fm_comm_all_ok(rc == 0) ? 0 : -1;
 }
 
-int fm_samples_run(const char *path, const fm_config *cfg, const char *config_text, const fm_mlp *m,
-                   const float *params, long checkpoint_step, char *err, int cap)
+void fm_samples_integrate(float *x, float *traj, const fm_config *cfg, const fm_mlp *m, const float *params,
+                          uint64_t r0, uint64_t nloc, uint64_t mloc)
 {
-    const int P = fm_comm_size(), r = fm_comm_rank();
-    const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
     const int D = (int)cfg->dim;
-    const uint64_t r0 = N * (uint64_t)r / (uint64_t)P, r1 = N * (uint64_t)(r + 1) / (uint64_t)P;
-    const uint64_t nloc = r1 - r0, mloc = r1 <= M ? nloc : (r0 < M ? M - r0 : 0);
+    const uint64_t T = (uint64_t)cfg->sample_steps + 1;
     const fm_solver solver = (fm_solver)fm_sampler_parse(cfg->solver);
-    double t0 = fm_now();
-
-    fm_dist *src = fm_dist_gaussian(D, (float)cfg->source_std);
-    float *x = fm_malloc(sizeof(float) * nloc * D);
-    float *traj = fm_malloc(sizeof(float) * mloc * T * D);
     const int chunk = (int)(cfg->sample_batch < (long)nloc ? cfg->sample_batch : (long)nloc);
-    fm_sampler_work *w = chunk > 0 ? fm_sampler_work_new(m, chunk) : NULL;
+    if (chunk == 0) return;
+    fm_dist *src = fm_dist_gaussian(D, (float)cfg->source_std);
+    fm_sampler_work *w = fm_sampler_work_new(m, chunk);
     for (uint64_t c0 = 0; c0 < nloc; c0 += (uint64_t)chunk) {
         const int nb = (int)(nloc - c0 < (uint64_t)chunk ? nloc - c0 : (uint64_t)chunk);
         const int mb = c0 >= mloc ? 0 : (int)(mloc - c0 < (uint64_t)nb ? mloc - c0 : (uint64_t)nb);
@@ -72,6 +66,21 @@ int fm_samples_run(const char *path, const fm_config *cfg, const char *config_te
     }
     fm_sampler_work_free(w);
     fm_dist_free(src);
+}
+
+int fm_samples_run(const char *path, const fm_config *cfg, const char *config_text, const fm_mlp *m,
+                   const float *params, long checkpoint_step, char *err, int cap)
+{
+    const int P = fm_comm_size(), r = fm_comm_rank();
+    const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
+    const int D = (int)cfg->dim;
+    const uint64_t r0 = N * (uint64_t)r / (uint64_t)P, r1 = N * (uint64_t)(r + 1) / (uint64_t)P;
+    const uint64_t nloc = r1 - r0, mloc = r1 <= M ? nloc : (r0 < M ? M - r0 : 0);
+    double t0 = fm_now();
+
+    float *x = fm_malloc(sizeof(float) * nloc * D);
+    float *traj = fm_malloc(sizeof(float) * mloc * T * D);
+    fm_samples_integrate(x, traj, cfg, m, params, r0, nloc, mloc);
     double t1 = fm_now();
 
     char tmp[FM_PATH_MAX + 8];

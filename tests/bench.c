@@ -17,10 +17,10 @@
 #include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/config.h"
-#include "fm/dist.h"
 #include "fm/error.h"
 #include "fm/rng.h"
 #include "fm/sampler.h"
+#include "fm/samples.h"
 #include "fm/train.h"
 
 static int cmp_double(const void *a, const void *b)
@@ -135,19 +135,12 @@ int main(int argc, char **argv)
     fm_comm_allreduce_max(med, 6); /* the slowest rank sets the pace */
 
     /* The sampler: sample_n trajectories of sample.steps, split over the ranks. */
+    cfg.sample_n = sample_n;
     const long r0 = sample_n * rank / P, nloc = sample_n * (rank + 1) / P - r0;
-    const int chunk = (int)(cfg.sample_batch < nloc ? cfg.sample_batch : (nloc > 0 ? nloc : 1));
-    fm_sampler_work *w = fm_sampler_work_new(&tr->mlp, chunk);
     float *x = malloc(sizeof(float) * (size_t)(nloc > 0 ? nloc : 1) * cfg.dim);
-    fm_dist *src = fm_dist_gaussian((int)cfg.dim, 1.0f);
     fm_comm_barrier();
     double ts = fm_now();
-    for (long c0 = 0; c0 < nloc; c0 += chunk) {
-        int nb = (int)(nloc - c0 < chunk ? nloc - c0 : chunk);
-        fm_dist_sample(x + c0 * cfg.dim, src, 1, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
-        fm_sampler_integrate(x + c0 * cfg.dim, NULL, w, &tr->mlp, tr->params, nb, 0, cfg.sample_steps,
-                             (fm_solver)fm_sampler_parse(cfg.solver));
-    }
+    fm_samples_integrate(x, NULL, &cfg, &tr->mlp, tr->params, (uint64_t)r0, (uint64_t)nloc, 0);
     double sample_time[2] = {fm_now() - ts, 0.0};
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -197,8 +190,6 @@ int main(int argc, char **argv)
         }
     }
     free(x);
-    fm_dist_free(src);
-    fm_sampler_work_free(w);
     for (int k = 0; k < 5; k++) free(parts[k]);
     free(t_step);
     fm_trainer_free(tr);
