@@ -76,12 +76,12 @@ FM_CLONES static void add_bias(float *y, const float *b, int out)
     for (int j = 0; j < out; j++) y[j] += b[j];
 }
 
-void fm_kern_bias_act(float *pre, float *post, float *aux, const float *b, int n, int out, int act)
+void fm_kern_bias_act(float *pre, float *post, float *aux, const float *b, int n, int out, int ld, int act)
 {
     for (int i = 0; i < n; i++) {
-        float *yi = pre + (size_t)i * out;
+        float *yi = pre + (size_t)i * ld;
         add_bias(yi, b, out);
-        if (act >= 0) act_forward(post + (size_t)i * out, aux + (size_t)i * out, yi, (size_t)out, (fm_act)act);
+        if (act >= 0) act_forward(post + (size_t)i * ld, aux + (size_t)i * ld, yi, (size_t)out, (fm_act)act);
     }
 }
 
@@ -99,6 +99,28 @@ void fm_kern_act_backward(float *g, const float *pre, const float *post, const f
         silu_backward(g, pre, aux, n);
         break;
     }
+}
+
+/* ---- layers with a narrow side: few inputs (thin) or few outputs (narrow) ----
+ * sgemm's packing and blocking cost more than the arithmetic here. These loops work on 16-float
+ * vectors (GCC vector extensions: one AVX-512 register, two AVX2 ones, four SSE ones on the
+ * default clone), with the small side in registers and the wide side streamed once. */
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias)); /* unaligned access */
+typedef int32_t i16v __attribute__((vector_size(64)));
+#define AI static inline __attribute__((always_inline))
+
+AI v16 vload(const float *p) { return *(const v16u *)p; }
+AI void vstore(float *p, v16 v) { *(v16u *)p = v; }
+
+/* g times act'(pre) on 16 columns, from the forward's pre, post and aux at the same place. */
+AI v16 act_deriv(v16 g, const float *pre, const float *post, const float *aux, const int act)
+{
+    if (act == FM_ACT_RELU) return (v16)((i16v)g & (i16v)(vload(pre) > 0.0f));
+    if (act == FM_ACT_TANH) { const v16 p = vload(post); return g * (1.0f - p * p); }
+    const v16 s = vload(aux);
+    return g * s * (1.0f + vload(pre) * (1.0f - s));
 }
 
 /* One row of the thin layer. Up to 4 inputs (the seed: x, y, t; or x, y in the sampler) in a
@@ -130,49 +152,149 @@ FM_CLONES static void thin_row(float *restrict yi, const float *restrict ai, con
 }
 
 void fm_kern_thin_forward(float *y, float *post, float *aux, float *wt, const float *a, const float *W,
-                          const float *b, int n, int in, int out, int act)
+                          const float *b, int n, int in, int out, int ld, int act)
 {
     for (int j = 0; j < out; j++)
         for (int k = 0; k < in; k++) wt[(size_t)k * out + j] = W[(size_t)j * in + k];
     for (int i = 0; i < n; i++) {
-        const size_t o = (size_t)i * out;
+        const size_t o = (size_t)i * ld;
         thin_row(y + o, a + (size_t)i * in, wt, b, in, out);
         if (act >= 0) act_forward(post + o, aux + o, y + o, (size_t)out, (fm_act)act);
     }
 }
 
-FM_CLONES void fm_kern_thin_weight_grad(float *restrict dW, float *restrict db, float *restrict acc,
-                                        const float *restrict g, const float *restrict a, int n, int in, int out)
+/* Columns [j, j+16) of the thin weight gradient: the in+1 sums over rows stay in registers. */
+AI void thin_grad_block(float *dW, float *db, const float *g, const float *a, int n, const int in, int ld, int j)
 {
-    memset(acc, 0, sizeof(float) * (size_t)in * out);
-    float *a0 = acc, *a1 = acc + out, *a2 = acc + 2 * (size_t)out;
+    v16 acc[FM_THIN_INPUT] = {{0}}, bsum = {0};
     for (int i = 0; i < n; i++) {
-        const float *gi = g + (size_t)i * out, *ai = a + (size_t)i * in;
-        if (in == 3) { /* the seed (x, y, t): one pass over the row for all three and the bias */
-            const float c0 = ai[0], c1 = ai[1], c2 = ai[2];
-            for (int j = 0; j < out; j++) {
-                a0[j] += c0 * gi[j];
-                a1[j] += c1 * gi[j];
-                a2[j] += c2 * gi[j];
-                db[j] += gi[j];
-            }
-            continue;
-        }
-        for (int k = 0; k < in; k++) {
-            const float c = ai[k];
-            float *ak = acc + (size_t)k * out;
-            for (int j = 0; j < out; j++) ak[j] += c * gi[j];
-        }
-        for (int j = 0; j < out; j++) db[j] += gi[j];
+        const v16 gv = vload(g + (size_t)i * ld + j);
+        const float *ai = a + (size_t)i * in;
+        bsum += gv;
+        for (int k = 0; k < in; k++) acc[k] += ai[k] * gv;
     }
-    for (int j = 0; j < out; j++)
-        for (int k = 0; k < in; k++) dW[(size_t)j * in + k] += acc[(size_t)k * out + j];
+    vstore(db + j, vload(db + j) + bsum);
+    for (int c = 0; c < 16; c++)
+        for (int k = 0; k < in; k++) dW[(size_t)(j + c) * in + k] += acc[k][c];
 }
 
-FM_CLONES void fm_kern_colsum_add(float *db, const float *g, int n, int out)
+#define THIN_GRAD_CASE(IN) \
+    case IN: \
+        for (j = 0; j + 16 <= out; j += 16) thin_grad_block(dW, db, g, a, n, IN, ld, j); \
+        break;
+
+FM_CLONES void fm_kern_thin_weight_grad(float *restrict dW, float *restrict db, const float *restrict g,
+                                        const float *restrict a, int n, int in, int out, int ld)
+{
+    int j = 0;
+    switch (in) { /* each width its own loop, so the sums are registers */
+        THIN_GRAD_CASE(1) THIN_GRAD_CASE(2) THIN_GRAD_CASE(3) THIN_GRAD_CASE(4)
+        THIN_GRAD_CASE(5) THIN_GRAD_CASE(6) THIN_GRAD_CASE(7) THIN_GRAD_CASE(8)
+    }
+    for (; j < out; j++) /* the last out % 16 columns */
+        for (int i = 0; i < n; i++) {
+            const float gij = g[(size_t)i * ld + j];
+            db[j] += gij;
+            for (int k = 0; k < in; k++) dW[(size_t)j * in + k] += gij * a[(size_t)i * in + k];
+        }
+}
+
+/* R rows of the narrow forward: y[r, 0..out) = sum_k a[r, k] wt[k, :], one register per row. */
+AI void narrow_rows(float *y, const float *a, const float *wt, int K, int lda, int out, const int R)
+{
+    v16 acc[8] = {{0}};
+    for (int k = 0; k < K; k++) {
+        const v16 w = vload(wt + (size_t)k * 16);
+        for (int r = 0; r < R; r++) acc[r] += a[(size_t)r * lda + k] * w;
+    }
+    for (int r = 0; r < R; r++) {
+        if (out == 16) {
+            vstore(y + (size_t)r * out, acc[r]);
+        } else {
+            float tmp[16];
+            vstore(tmp, acc[r]);
+            memcpy(y + (size_t)r * out, tmp, sizeof(float) * out);
+        }
+    }
+}
+
+FM_CLONES void fm_kern_narrow_forward(float *restrict y, float *restrict wt, const float *restrict a,
+                                      const float *restrict W, int n, int K, int lda, int out)
+{
+    for (int k = 0; k < K; k++)
+        for (int o = 0; o < 16; o++) wt[(size_t)k * 16 + o] = o < out ? W[(size_t)o * K + k] : 0.0f;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 8);
+    for (; i < n; i++) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 1);
+}
+
+/* Columns [j, j+16) of the narrow backward, for 16 outputs: dW's 16 column pieces stay in
+ * registers over all rows; each row's input gradient is made, scaled by act' and stored once. */
+AI void narrow_grad_block(float *dW, float *ga, const float *g, const float *a, const float *W, const float *pre,
+                          const float *post, const float *aux, int n, int K, int lda, int j, const int act)
+{
+    v16 dw[16] = {{0}};
+    for (int i = 0; i < n; i++) {
+        const float *gi = g + (size_t)i * 16;
+        const size_t o = (size_t)i * lda + j;
+        const v16 av = vload(a + o);
+        v16 s0 = {0}, s1 = {0}; /* two chains of FMAs, not one of 16 */
+        for (int k = 0; k < 16; k += 2) {
+            dw[k] += gi[k] * av;
+            dw[k + 1] += gi[k + 1] * av;
+            s0 += gi[k] * vload(W + (size_t)k * K + j);
+            s1 += gi[k + 1] * vload(W + (size_t)(k + 1) * K + j);
+        }
+        vstore(ga + o, act_deriv(s0 + s1, pre + o, post + o, aux + o, act));
+    }
+    for (int k = 0; k < 16; k++) vstore(dW + (size_t)k * K + j, vload(dW + (size_t)k * K + j) + dw[k]);
+}
+
+FM_CLONES static void narrow_backward16(float *restrict dW, float *restrict ga, const float *restrict g,
+                                        const float *restrict a, const float *restrict W, const float *pre,
+                                        const float *post, const float *aux, int n, int K, int lda, int act)
+{
+    int j = 0;
+    for (; j + 16 <= K; j += 16) {
+        if (act == FM_ACT_SILU) narrow_grad_block(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_SILU);
+        else if (act == FM_ACT_TANH) narrow_grad_block(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_TANH);
+        else narrow_grad_block(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_RELU);
+    }
+    for (; j < K; j++) /* the last K % 16 columns */
+        for (int i = 0; i < n; i++) {
+            const size_t o = (size_t)i * lda + j;
+            float s = 0.0f;
+            for (int k = 0; k < 16; k++) {
+                dW[(size_t)k * K + j] += g[(size_t)i * 16 + k] * a[o];
+                s += g[(size_t)i * 16 + k] * W[(size_t)k * K + j];
+            }
+            ga[o] = s;
+            fm_kern_act_backward(ga + o, pre + o, post + o, aux + o, 1, (fm_act)act);
+        }
+}
+
+void fm_kern_narrow_backward(float *dW, float *ga, float *pad, const float *g, const float *a, const float *W,
+                             const float *pre, const float *post, const float *aux, int n, int K, int lda,
+                             int out, fm_act act)
+{
+    if (out == 16) {
+        narrow_backward16(dW, ga, g, a, W, pre, post, aux, n, K, lda, act);
+        return;
+    }
+    /* Fewer outputs: zero rows make them 16 (the extra products are a fraction of a tiny layer). */
+    float *Wp = pad, *dWp = pad + (size_t)16 * K, *gp = pad + (size_t)32 * K;
+    memset(pad, 0, sizeof(float) * (size_t)32 * K);
+    memcpy(Wp, W, sizeof(float) * (size_t)out * K);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 16; k++) gp[(size_t)i * 16 + k] = k < out ? g[(size_t)i * out + k] : 0.0f;
+    narrow_backward16(dWp, ga, gp, a, Wp, pre, post, aux, n, K, lda, act);
+    for (size_t k = 0; k < (size_t)out * K; k++) dW[k] += dWp[k];
+}
+
+FM_CLONES void fm_kern_colsum_add(float *db, const float *g, int n, int out, int ld)
 {
     for (int i = 0; i < n; i++) {
-        const float *gi = g + (size_t)i * out;
+        const float *gi = g + (size_t)i * ld;
         for (int j = 0; j < out; j++) db[j] += gi[j];
     }
 }

@@ -1,4 +1,4 @@
-/* The element-wise kernels: the fast exp against libm, every activation and its derivative
+/* The kernels: the fast exp against libm, every activation and its derivative
  * against double formulas, NaN in gives NaN out, the thin layer against a naive loop. */
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +43,7 @@ int main(void)
     for (int act = 0; act < 3; act++) {
         memcpy(y, x, sizeof y);
         y[5] = NAN;
-        fm_kern_bias_act(y, post, aux, b, ROWS, OUT, act);
+        fm_kern_bias_act(y, post, aux, b, ROWS, OUT, OUT, act);
         for (int i = 0; i < ROWS * OUT; i++) g[i] = 1.0f;
         fm_kern_act_backward(g, y, post, aux, ROWS * OUT, (fm_act)act);
         double ef = 0, eb = 0;
@@ -59,7 +59,7 @@ int main(void)
     }
     /* The output layer (act < 0): bias only. */
     memcpy(y, x, sizeof y);
-    fm_kern_bias_act(y, post, aux, b, ROWS, OUT, -1);
+    fm_kern_bias_act(y, post, aux, b, ROWS, OUT, OUT, -1);
     CHECK(y[OUT + 3] == x[OUT + 3] + b[3], "bias only");
 
     /* Thin layer (3 inputs) with SiLU against a naive loop. */
@@ -68,7 +68,7 @@ int main(void)
     fm_rng_normal(a, 1, 0, 0, FM_STREAM_EVAL, N * IN);
     fm_rng_normal(Wt, 2, 0, 0, FM_STREAM_EVAL, W * IN);
     fm_rng_normal(bt, 3, 0, 0, FM_STREAM_EVAL, W);
-    fm_kern_thin_forward(yt, pt, at, scratch, a, Wt, bt, N, IN, W, FM_ACT_SILU);
+    fm_kern_thin_forward(yt, pt, at, scratch, a, Wt, bt, N, IN, W, W, FM_ACT_SILU);
     double et = 0;
     for (int i = 0; i < N; i++)
         for (int j = 0; j < W; j++) {
@@ -78,26 +78,71 @@ int main(void)
         }
     CHECK(et < 1e-5, "thin forward error %g", et);
 
-    /* Thin weight and bias gradients (3 inputs: the fused path; 5: the general one) against loops. */
-    for (int in = 3; in <= 5; in += 2) {
-        float g2[N * W], a2[N * 5], dW[W * 5], db[W], acc[5 * W];
-        fm_rng_normal(g2, 4, 0, 0, FM_STREAM_EVAL, N * W);
+    /* Thin weight and bias gradients, every width 1..FM_THIN_INPUT (each its own loop), 41
+     * columns (two vector blocks and a remainder) at a row stride of 45, against loops. */
+    for (int in = 1; in <= FM_THIN_INPUT; in++) {
+        enum { LD = W + 4 };
+        float g2[N * LD], a2[N * FM_THIN_INPUT], dW[W * FM_THIN_INPUT], db[W];
+        fm_rng_normal(g2, 4, 0, 0, FM_STREAM_EVAL, N * LD);
         fm_rng_normal(a2, 5, 0, 0, FM_STREAM_EVAL, N * in);
         for (int k = 0; k < W * in; k++) dW[k] = 0.5f;
         for (int j = 0; j < W; j++) db[j] = -1.0f;
-        fm_kern_thin_weight_grad(dW, db, acc, g2, a2, N, in, W);
+        fm_kern_thin_weight_grad(dW, db, g2, a2, N, in, W, LD);
         double ew = 0, eb = 0;
         for (int j = 0; j < W; j++) {
             double sb = -1.0;
-            for (int i = 0; i < N; i++) sb += g2[i * W + j];
+            for (int i = 0; i < N; i++) sb += g2[i * LD + j];
             eb = fmax(eb, fabs(db[j] - sb));
             for (int k = 0; k < in; k++) {
                 double sw = 0.5;
-                for (int i = 0; i < N; i++) sw += (double)g2[i * W + j] * a2[i * in + k];
+                for (int i = 0; i < N; i++) sw += (double)g2[i * LD + j] * a2[i * in + k];
                 ew = fmax(ew, fabs(dW[j * in + k] - sw));
             }
         }
         CHECK(ew < 1e-5 && eb < 1e-5, "thin gradients, %d inputs: errors %g %g", in, ew, eb);
     }
+
+    /* Narrow layers (out <= 16) against double loops: 16 outputs (the direct path) and fewer
+     * (padded), K with and without a remainder of 16, rows in blocks of 8 and a remainder, a row
+     * stride of K + 3, the input gradient times each activation's derivative. */
+    const int outs[] = {16, 5, 1}, Ks[] = {41, 32, 7};
+    for (int oi = 0; oi < 3; oi++)
+        for (int ki = 0; ki < 3; ki++)
+            for (int act = 0; act < 3; act++) {
+                enum { NR = 13, KMAX = 41, LMAX = KMAX + 3 };
+                const int out = outs[oi], K = Ks[ki], L = K + 3;
+                float a3[NR * LMAX], W3[16 * KMAX], y3[NR * 16], g3[NR * 16], dW3[16 * KMAX], ga[NR * LMAX];
+                float pre[NR * LMAX], post3[NR * LMAX], aux3[NR * LMAX], zb[KMAX] = {0};
+                float pad[32 * KMAX + 16 * NR];
+                fm_rng_normal(pre, 11, 0, (uint32_t)ki, FM_STREAM_EVAL, NR * L);
+                fm_kern_bias_act(pre, post3, aux3, zb, NR, K, L, act);
+                memcpy(a3, post3, sizeof(float) * NR * L);
+                fm_rng_normal(W3, 12, 0, (uint32_t)oi, FM_STREAM_EVAL, out * K);
+                fm_rng_normal(g3, 13, 0, (uint32_t)oi, FM_STREAM_EVAL, NR * out);
+                for (int k = 0; k < out * K; k++) dW3[k] = 0.25f;
+                fm_kern_narrow_forward(y3, pad, a3, W3, NR, K, L, out);
+                fm_kern_narrow_backward(dW3, ga, pad, g3, a3, W3, pre, post3, aux3, NR, K, L, out, (fm_act)act);
+                double ey = 0, ew = 0, eg = 0;
+                for (int i = 0; i < NR; i++)
+                    for (int o = 0; o < out; o++) {
+                        double s = 0;
+                        for (int k = 0; k < K; k++) s += (double)a3[i * L + k] * W3[o * K + k];
+                        ey = fmax(ey, fabs(y3[i * out + o] - s));
+                    }
+                for (int o = 0; o < out; o++)
+                    for (int k = 0; k < K; k++) {
+                        double s = 0.25;
+                        for (int i = 0; i < NR; i++) s += (double)g3[i * out + o] * a3[i * L + k];
+                        ew = fmax(ew, fabs(dW3[o * K + k] - s));
+                    }
+                for (int i = 0; i < NR; i++)
+                    for (int k = 0; k < K; k++) {
+                        double s = 0;
+                        for (int o = 0; o < out; o++) s += (double)g3[i * out + o] * W3[o * K + k];
+                        eg = fmax(eg, fabs(ga[i * L + k] - s * dact_d(pre[i * L + k], act)));
+                    }
+                CHECK(ey < 1e-4 && ew < 1e-4 && eg < 1e-4, "narrow layer out %d, K %d, act %d: errors %g %g %g",
+                      out, K, act, ey, ew, eg);
+            }
     return check_report("test_kernels");
 }

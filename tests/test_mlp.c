@@ -36,6 +36,45 @@ static void forward_naive(double *out, const fm_mlp *m, const double *p, const f
     }
 }
 
+/* Backprop of sum(dout . output) in double, one sample at a time: the reference for the
+ * gradients of shapes too big for finite differences. grad[nparams] is added to. */
+static void backward_naive(double *grad, const fm_mlp *m, const double *p, const float *x, const float *t,
+                           const float *dout, int n)
+{
+    enum { W = 2048 };
+    const int dim = m->dims[0] - 1, L = m->nlayers;
+    static double a[FM_MLP_MAX_LAYERS + 1][W], z[FM_MLP_MAX_LAYERS][W]; /* inputs and pre-activations */
+    double g[W], ga[W];
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < dim; j++) a[0][j] = x[i * dim + j];
+        a[0][dim] = t[i];
+        for (int l = 0; l < L; l++)
+            for (int r = 0; r < m->dims[l + 1]; r++) {
+                double s = p[m->b_off[l] + r];
+                for (int c = 0; c < m->dims[l]; c++) s += p[m->w_off[l] + (size_t)r * m->dims[l] + c] * a[l][c];
+                z[l][r] = s;
+                a[l + 1][r] = l < L - 1 ? act_d(s, m->act) : s;
+            }
+        for (int j = 0; j < dim; j++) g[j] = dout[i * dim + j];
+        for (int l = L - 1; l >= 0; l--) {
+            const int in = m->dims[l], out = m->dims[l + 1];
+            for (int c = 0; c < in; c++) ga[c] = 0;
+            for (int r = 0; r < out; r++) {
+                grad[m->b_off[l] + r] += g[r];
+                for (int c = 0; c < in; c++) {
+                    grad[m->w_off[l] + (size_t)r * in + c] += g[r] * a[l][c];
+                    ga[c] += g[r] * p[m->w_off[l] + (size_t)r * in + c];
+                }
+            }
+            if (l == 0) break;
+            for (int c = 0; c < in; c++) { /* times act'(z), by a central difference in double */
+                const double h = 1e-6;
+                g[c] = ga[c] * (act_d(z[l - 1][c] + h, m->act) - act_d(z[l - 1][c] - h, m->act)) / (2 * h);
+            }
+        }
+    }
+}
+
 static double *to_double(const float *p, size_t n)
 {
     double *d = malloc(sizeof(double) * n);
@@ -126,7 +165,9 @@ int main(void)
         fm_mlp_work_free(w);
     }
 
-    /* 2. The sgemm path against a naive double loop: odd shapes, batch 1, deep and wide nets. */
+    /* 2. Forward and backward against naive double loops: odd shapes, batch 1, deep and wide
+     * nets; every path (thin first layer, narrow layers with and without a remainder of 16,
+     * sgemm) with padded row strides (widths 64 and 1024). */
     const struct { int dim, nh, hidden[4], n; } cases[] = {
         {2, 2, {1024, 16}, 1}, {2, 2, {1024, 16}, 37}, {3, 1, {1}, 5}, {1, 3, {13, 7, 3}, 129},
         {5, 4, {31, 64, 17, 9}, 33}, {7, 2, {257, 5}, 2}, {9, 1, {4}, 3},
@@ -148,6 +189,18 @@ int main(void)
         double maxerr = 0;
         for (int k = 0; k < n * D; k++) maxerr = fmax(maxerr, fabs(out[k] - ref[k]) / (1 + fabs(ref[k])));
         CHECK(maxerr < 1e-5, "case %zu: forward differs from the naive loop by %g", c, maxerr);
+        float *dout = malloc(sizeof(float) * n * D), *grad = calloc(m.nparams, sizeof(float));
+        double *gref = calloc(m.nparams, sizeof(double));
+        fm_rng_normal(dout, 3, 0, (uint32_t)c, FM_STREAM_EVAL, n * D);
+        fm_mlp_backward(grad, w, &m, p, dout, n, NULL, NULL);
+        backward_naive(gref, &m, pd, x, t, dout, n);
+        double gerr = 0, gmax = 0;
+        for (size_t k = 0; k < m.nparams; k++) {
+            gerr = fmax(gerr, fabs(grad[k] - gref[k]));
+            gmax = fmax(gmax, fabs(gref[k]));
+        }
+        CHECK(gerr < 1e-4 * (1 + gmax), "case %zu: backward differs from the naive loop by %g (largest %g)", c, gerr, gmax);
+        free(dout); free(grad); free(gref);
         /* One t for all rows (the sampler's path) gives the same as t broadcast. */
         for (int i = 0; i < n; i++) t[i] = t[0];
         forward_naive(ref, &m, pd, x, t, n);

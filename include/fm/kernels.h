@@ -1,8 +1,9 @@
-/* The MLP's loops that are not matrix products: activations and their derivatives, the thin
- * first layer (few inputs: D coordinates and t) and bias sums. At the seed's sizes they cost as
- * much as the products. Branch-free loops over a fast exp
- * (Cody-Waite reduction, degree-6 polynomial: relative error < 3e-7, about 2 ulp) that the compiler
- * vectorises; on x86-64 each kernel is also built for AVX2+FMA and picked at run time, so the
+/* The MLP's loops that sgemm does not serve well: activations and their derivatives, the thin
+ * first layer (few inputs: D coordinates and t), narrow layers (at most 16 outputs: the seed's
+ * bottleneck and the output layer), bias sums. At the seed's sizes they are most of the step.
+ * Branch-free loops over a fast exp (Cody-Waite reduction, degree-6 polynomial: relative error
+ * < 3e-7, about 2 ulp) and 16-float vectors that the compiler maps to the machine's registers;
+ * on x86-64 each kernel is also built for AVX2+FMA and AVX-512 and picked at run time, so the
  * binary still runs on every node. NaN in gives NaN out (non-finite detection relies on it). */
 #ifndef FM_KERNELS_H
 #define FM_KERNELS_H
@@ -11,10 +12,13 @@
 
 #include "fm/mlp.h"
 
+/* Matrices [n, m] below are row-major with a row stride ld >= m where one is given (the MLP pads
+ * wide rows: a stride of a multiple of 4 KB would put a column's every row in one cache set). */
+
 /* pre[n, out] += b; then, when hidden (act >= 0), post = act(pre) and aux keeps what the
  * backward needs (the sigmoid for SiLU). act < 0: the output layer, bias only. */
-void fm_kern_bias_act(float *pre /* [n, out] */, float *post /* [n, out] */, float *aux /* [n, out] */,
-                      const float *b /* [out] */, int n, int out, int act);
+void fm_kern_bias_act(float *pre /* [n, out] ld */, float *post /* [n, out] ld */, float *aux /* [n, out] ld */,
+                      const float *b /* [out] */, int n, int out, int ld, int act);
 
 /* g *= act'(pre), from pre, post and aux of the forward. */
 void fm_kern_act_backward(float *g /* [n] */, const float *pre /* [n] */, const float *post /* [n] */,
@@ -29,16 +33,34 @@ float fm_kern_exp(float x);
 
 /* y[n, out] = a[n, in] W[out, in]^T + b, for in <= FM_THIN_INPUT, then the activation as in
  * fm_kern_bias_act, row by row while the row is in L1. wt: [in, out] scratch. */
-void fm_kern_thin_forward(float *y /* [n, out] */, float *post /* [n, out] */, float *aux /* [n, out] */,
+void fm_kern_thin_forward(float *y /* [n, out] ld */, float *post /* [n, out] ld */, float *aux /* [n, out] ld */,
                           float *wt /* [in, out] */, const float *a /* [n, in] */, const float *W /* [out, in] */,
-                          const float *b /* [out] */, int n, int in, int out, int act);
+                          const float *b /* [out] */, int n, int in, int out, int ld, int act);
 
 /* dW[out, in] += g[n, out]^T a[n, in] and db[out] += column sums of g, in one pass over g,
- * for in <= FM_THIN_INPUT. acc: [in, out] scratch. */
-void fm_kern_thin_weight_grad(float *dW /* [out, in] */, float *db /* [out] */, float *acc /* [in, out] */,
-                              const float *g /* [n, out] */, const float *a /* [n, in] */, int n, int in, int out);
+ * for in <= FM_THIN_INPUT. */
+void fm_kern_thin_weight_grad(float *dW /* [out, in] */, float *db /* [out] */, const float *g /* [n, out] ld */,
+                              const float *a /* [n, in] */, int n, int in, int out, int ld);
+
+/* A layer with at most FM_NARROW_OUTPUT outputs (a bottleneck, or the output layer): one
+ * register of outputs per row, no packing of the wide input. */
+#define FM_NARROW_OUTPUT 16
+
+/* y[n, out] = a[n, K] W[out, K]^T for out <= FM_NARROW_OUTPUT (bias and activation: then
+ * fm_kern_bias_act). wt: [K, 16] scratch. */
+void fm_kern_narrow_forward(float *y /* [n, out] */, float *wt /* [K, 16] */, const float *a /* [n, K] lda */,
+                            const float *W /* [out, K] */, int n, int K, int lda, int out);
+
+/* The backward of such a layer whose input a = act(pre) came from a hidden layer, in one pass
+ * over a: dW[out, K] += g^T a, and ga[n, K] = (g W) * act'(pre), from that layer's pre, post,
+ * aux. pad: [32 K + 16 n] scratch, used when out < 16. */
+void fm_kern_narrow_backward(float *dW /* [out, K] */, float *ga /* [n, K] lda */, float *pad,
+                             const float *g /* [n, out] */, const float *a /* [n, K] lda */,
+                             const float *W /* [out, K] */, const float *pre /* [n, K] lda */,
+                             const float *post /* [n, K] lda */, const float *aux /* [n, K] lda */, int n, int K,
+                             int lda, int out, fm_act act);
 
 /* db[out] += sum over rows of g[n, out]. */
-void fm_kern_colsum_add(float *db /* [out] */, const float *g /* [n, out] */, int n, int out);
+void fm_kern_colsum_add(float *db /* [out] */, const float *g /* [n, out] ld */, int n, int out, int ld);
 
 #endif

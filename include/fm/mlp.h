@@ -25,11 +25,13 @@ typedef struct {
 typedef struct {
     int cap;
     float *in;                         /* [cap, dims[0]] */
-    float *pre[FM_MLP_MAX_LAYERS];     /* layer l output before activation [cap, dims[l+1]] */
+    int ld[FM_MLP_MAX_LAYERS];         /* row stride of layer l's buffers: dims[l+1], or more (padding) */
+    float *pre[FM_MLP_MAX_LAYERS];     /* layer l output before activation [cap, dims[l+1]] ld[l] */
     float *post[FM_MLP_MAX_LAYERS];    /* after activation, hidden layers only */
     float *aux[FM_MLP_MAX_LAYERS];     /* what the activation's derivative needs (SiLU: sigmoid) */
-    float *g0, *g1;                    /* [cap, max dim] gradient ping-pong */
-    float *wt;                         /* [dims[0], dims[1]] layer 0 weight transposed, or its gradient */
+    float *g0, *g1;                    /* [cap, max ld] gradient ping-pong */
+    float *wt;                         /* [dims[0], dims[1]] layer 0 weight transposed */
+    float *pad;                        /* [32 max dim + 16 cap] narrow layers' scratch */
     float *w0x, *b0t, *t_row;          /* fm_mlp_forward_at: [dims[1], dim], [dims[1]], [cap] */
 } fm_mlp_work;
 
