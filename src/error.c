@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int g_rank = 0;
 static fm_error_hook g_hook = NULL;
@@ -31,16 +32,15 @@ _Noreturn void fm_fatal_at(const char *file, int line, const char *fmt, ...)
 
 void *fm_malloc_at(const char *file, int line, size_t n)
 {
-    void *p = malloc(n ? n : 1);
+    /* cache-line aligned: a 16-float vector load then never straddles two lines */
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64 + (n == 0) * 64);
     if (!p) fm_fatal_at(file, line, "out of memory allocating %zu bytes", n);
     return p;
 }
 
 void *fm_calloc_at(const char *file, int line, size_t n)
 {
-    void *p = calloc(n ? n : 1, 1);
-    if (!p) fm_fatal_at(file, line, "out of memory allocating %zu bytes", n);
-    return p;
+    return memset(fm_malloc_at(file, line, n), 0, n);
 }
 
 int fm_errorf(char *buf, int cap, const char *fmt, ...)

