@@ -220,11 +220,16 @@ AI void narrow_rows(float *y, const float *a, const float *wt, int K, int lda, i
     }
 }
 
-FM_CLONES void fm_kern_narrow_forward(float *restrict y, float *restrict wt, const float *restrict a,
-                                      const float *restrict W, int n, int K, int lda, int out)
+void fm_kern_narrow_pack(float *wt, const float *W, int K, int out)
 {
-    for (int k = 0; k < K; k++)
-        for (int o = 0; o < 16; o++) wt[(size_t)k * 16 + o] = o < out ? W[(size_t)o * K + k] : 0.0f;
+    memset(wt, 0, sizeof(float) * 16 * (size_t)K);
+    for (int o = 0; o < out; o++)
+        for (int k = 0; k < K; k++) wt[(size_t)k * 16 + o] = W[(size_t)o * K + k];
+}
+
+FM_CLONES void fm_kern_narrow_forward(float *restrict y, const float *restrict wt, const float *restrict a, int n,
+                                      int K, int lda, int out)
+{
     int i = 0;
     for (; i + 8 <= n; i += 8) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 8);
     for (; i < n; i++) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 1);

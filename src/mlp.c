@@ -61,6 +61,13 @@ static int row_stride(int width, int hidden)
     return hidden && width >= 64 && width % 64 == 0 ? width + 16 : width;
 }
 
+/* Layers served by the thin and the narrow kernels instead of sgemm. */
+static int is_thin(const fm_mlp *m, int l) { return l == 0 && m->dims[0] <= FM_THIN_INPUT; }
+static int is_narrow(const fm_mlp_work *w, const fm_mlp *m, int l)
+{
+    return !is_thin(m, l) && m->dims[l + 1] <= FM_NARROW_OUTPUT && w->ld[l] == m->dims[l + 1];
+}
+
 fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
 {
     fm_mlp_work *w = fm_calloc(sizeof *w);
@@ -85,7 +92,16 @@ fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
     w->b0t = fm_malloc(sizeof(float) * (size_t)m->dims[1]);
     w->t_row = fm_malloc(sizeof(float) * (size_t)cap);
     w->pad = fm_malloc(sizeof(float) * ((size_t)32 * max_dim(m) + (size_t)16 * cap));
+    for (int l = 0; l < m->nlayers; l++)
+        if (is_narrow(w, m, l)) w->wt16[l] = fm_malloc(sizeof(float) * 16 * (size_t)m->dims[l]);
     return w;
+}
+
+void fm_mlp_pack(fm_mlp_work *w, const fm_mlp *m, const float *params)
+{
+    for (int l = 0; l < m->nlayers; l++)
+        if (w->wt16[l]) fm_kern_narrow_pack(w->wt16[l], params + m->w_off[l], m->dims[l], m->dims[l + 1]);
+    w->packed = params;
 }
 
 void fm_mlp_work_free(fm_mlp_work *w)
@@ -102,6 +118,7 @@ void fm_mlp_work_free(fm_mlp_work *w)
     free(w->b0t);
     free(w->t_row);
     free(w->pad);
+    for (int l = 0; l < FM_MLP_MAX_LAYERS; l++) free(w->wt16[l]);
     free(w->g0);
     free(w->g1);
     free(w);
@@ -111,18 +128,19 @@ void fm_mlp_work_free(fm_mlp_work *w)
 static const float *forward_layers(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *a, int n,
                                    int first)
 {
+    FM_CHECK(w->packed == params, "fm_mlp_pack(params) must come before the forward on params");
     int lda = first == 0 ? m->dims[0] : w->ld[first - 1];
     for (int l = first; l < m->nlayers; l++) {
         const int in = m->dims[l], out = m->dims[l + 1];
         const float *W = params + m->w_off[l], *b = params + m->b_off[l];
         float *y = w->pre[l];
         const int act = l < m->nlayers - 1 ? (int)m->act : -1, ld = w->ld[l];
-        if (l == 0 && in <= FM_THIN_INPUT) {
+        if (is_thin(m, l)) {
             fm_kern_thin_forward(y, w->post[l], w->aux[l], w->wt, a, W, b, n, in, out, ld, act);
         } else {
             /* y[n, out] = a[n, in] * W[out, in]^T, then bias and activation in one pass */
-            if (out <= FM_NARROW_OUTPUT && ld == out)
-                fm_kern_narrow_forward(y, w->pad, a, W, n, in, lda, out);
+            if (w->wt16[l])
+                fm_kern_narrow_forward(y, w->wt16[l], a, n, in, lda, out);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, lda, W, in, 0.0f, y, ld);
             fm_kern_bias_act(y, w->post[l], w->aux[l], b, n, out, ld, act);
@@ -174,9 +192,9 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
         const float *a = l == 0 ? w->in : w->post[l - 1], *W = params + m->w_off[l];
         float *dW = grad + m->w_off[l], *db = grad + m->b_off[l];
         float *ga = (g == w->g0) ? w->g1 : w->g0; /* dL/d(pre[l-1]) [n, in] lda */
-        if (l == 0 && in <= FM_THIN_INPUT) {
+        if (is_thin(m, l)) {
             fm_kern_thin_weight_grad(dW, db, g, a, n, in, out, ld);
-        } else if (l > 0 && out <= FM_NARROW_OUTPUT && ld == out) {
+        } else if (l > 0 && is_narrow(w, m, l)) {
             /* weight and input gradients and act' in one pass over the wide side */
             fm_kern_narrow_backward(dW, ga, w->pad, g, a, W, w->pre[l - 1], w->post[l - 1], w->aux[l - 1], n, in,
                                     lda, out, m->act);

@@ -54,6 +54,7 @@ void fm_sampler_integrate(float *x, float *traj, fm_sampler_work *w, const fm_ml
     const double h = 1.0 / (double)steps;
     const float hf = (float)h;
     if (traj) record(traj, x, m, steps, 0, dim);
+    fm_mlp_pack(w->mlp, mlp, params);
     for (long k = 0; k < steps; k++) {
         const double t = (double)k * h;
         const float *v = velocity(w, mlp, params, x, t, n);

@@ -101,6 +101,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     double loss = 0.0, t0 = fm_now(), t1;
 
     memset(tr->grad, 0, sizeof(float) * (n + 2));
+    fm_mlp_pack(tr->work, &tr->mlp, tr->params); /* the params Adam changed last step */
     const int overlap = tr->overlap;
     /* Microbatches keep one pass's activations in cache; each is drawn, run and differentiated
      * before the next. */

@@ -120,7 +120,8 @@ int main(void)
                 fm_rng_normal(W3, 12, 0, (uint32_t)oi, FM_STREAM_EVAL, out * K);
                 fm_rng_normal(g3, 13, 0, (uint32_t)oi, FM_STREAM_EVAL, NR * out);
                 for (int k = 0; k < out * K; k++) dW3[k] = 0.25f;
-                fm_kern_narrow_forward(y3, pad, a3, W3, NR, K, L, out);
+                fm_kern_narrow_pack(pad, W3, K, out);
+                fm_kern_narrow_forward(y3, pad, a3, NR, K, L, out);
                 fm_kern_narrow_backward(dW3, ga, pad, g3, a3, W3, pre, post3, aux3, NR, K, L, out, (fm_act)act);
                 double ey = 0, ew = 0, eg = 0;
                 for (int i = 0; i < NR; i++)

@@ -140,6 +140,7 @@ int main(void)
         fm_rng_normal(u, 1, 0, 0, FM_STREAM_Z, 12);
         for (int i = 0; i < 12; i++) u[i] *= 3.0f;
         fm_mlp_work *w = fm_mlp_work_new(&m, n);
+        fm_mlp_pack(w, &m, p);
         const float *out = fm_mlp_forward(w, &m, p, x, t, n);
         fm_mlp_loss(dout, out, u, n, 2, scale);
         fm_mlp_backward(g, w, &m, p, dout, n, NULL, NULL);
@@ -184,6 +185,7 @@ int main(void)
         fm_rng_normal(x, 2, 0, (uint32_t)c, FM_STREAM_X0, n * D);
         fm_rng_uniform(t, 2, 0, (uint32_t)c, FM_STREAM_T, n);
         fm_mlp_work *w = fm_mlp_work_new(&m, n);
+        fm_mlp_pack(w, &m, p);
         const float *out = fm_mlp_forward(w, &m, p, x, t, n);
         forward_naive(ref, &m, pd, x, t, n);
         double maxerr = 0;

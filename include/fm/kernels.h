@@ -46,10 +46,13 @@ void fm_kern_thin_weight_grad(float *dW /* [out, in] */, float *db /* [out] */, 
  * register of outputs per row, no packing of the wide input. */
 #define FM_NARROW_OUTPUT 16
 
-/* y[n, out] = a[n, K] W[out, K]^T for out <= FM_NARROW_OUTPUT (bias and activation: then
- * fm_kern_bias_act). wt: [K, 16] scratch. */
-void fm_kern_narrow_forward(float *y /* [n, out] */, float *wt /* [K, 16] */, const float *a /* [n, K] lda */,
-                            const float *W /* [out, K] */, int n, int K, int lda, int out);
+/* wt[K, 16] = W[out, K]^T, zero-padded to 16 columns: the narrow forward's layout. */
+void fm_kern_narrow_pack(float *wt /* [K, 16] */, const float *W /* [out, K] */, int K, int out);
+
+/* y[n, out] = a[n, K] W[out, K]^T for out <= FM_NARROW_OUTPUT, W as fm_kern_narrow_pack left it
+ * (bias and activation: then fm_kern_bias_act). */
+void fm_kern_narrow_forward(float *y /* [n, out] */, const float *wt /* [K, 16] */,
+                            const float *a /* [n, K] lda */, int n, int K, int lda, int out);
 
 /* The backward of such a layer whose input a = act(pre) came from a hidden layer, in one pass
  * over a: dW[out, K] += g^T a, and ga[n, K] = (g W) * act'(pre), from that layer's pre, post,

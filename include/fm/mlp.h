@@ -32,6 +32,8 @@ typedef struct {
     float *g0, *g1;                    /* [cap, max ld] gradient ping-pong */
     float *wt;                         /* [dims[0], dims[1]] layer 0 weight transposed */
     float *pad;                        /* [32 max dim + 16 cap] narrow layers' scratch */
+    float *wt16[FM_MLP_MAX_LAYERS];    /* narrow layer l's weight packed [dims[l], 16], else NULL */
+    const float *packed;               /* the params fm_mlp_pack packed */
     float *w0x, *b0t, *t_row;          /* fm_mlp_forward_at: [dims[1], dim], [dims[1]], [cap] */
 } fm_mlp_work;
 
@@ -44,7 +46,11 @@ void fm_mlp_init(float *params /* [nparams] */, const fm_mlp *m, uint64_t seed);
 fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap);
 void fm_mlp_work_free(fm_mlp_work *w);
 
-/* Forward on n <= cap samples; returns the output [n, dim] (inside w, valid until next call). */
+/* Copies what the forward reads of params into its own layouts (narrow layers' weights,
+ * transposed). Call it whenever params change, before the forward. */
+void fm_mlp_pack(fm_mlp_work *w, const fm_mlp *m, const float *params);
+
+/* Forward on n <= cap samples (after fm_mlp_pack on the same params); returns the output [n, dim] (inside w, valid until next call). */
 const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params,
                             const float *x /* [n, dim] */, const float *t /* [n] */, int n);
 
