@@ -31,21 +31,23 @@ trap 'rm -rf "$tmp"' EXIT
 batch=$(awk -F= '/^[[:space:]]*batch[[:space:]]*=/{gsub(/ /,"",$2); print $2; exit}' "${extra[1]:-jobs/gmm11.ini}" 2>/dev/null || true)
 batch=${batch:-1000}
 
-run() { # name ranks args...
+run() { # name ranks args...: one run of one setting
   local name=$1 np=$2; shift 2
-  for r in $(seq "$repeats"); do
-    echo "  $name ($r/$repeats)" >&2
-    "${mpi[@]}" -np "$np" build/tests/fmbench "${extra[@]}" --json "$tmp/$name.$r.json" "$@" >/dev/null
-  done
+  echo "  $name ($r/$repeats)" >&2
+  "${mpi[@]}" -np "$np" build/tests/fmbench "${extra[@]}" --json "$tmp/$name.$r.json" "$@" >/dev/null
 }
 echo "fmbench on $P cores, $repeats runs each:" >&2
-run one 1
-run strong "$P" --train.overlap=off
-run weak "$P" --train.batch=$((batch * P))
-run threads 1 --train.threads="$P" --sample.batch=1024
-run overlap "$P" --train.overlap=on
-run wide "$P" --model.hidden=1024,1024,1024 --train.overlap=off --steps 30 --warmup 5 --sample-n 200
-run wide_overlap "$P" --model.hidden=1024,1024,1024 --train.overlap=on --steps 30 --warmup 5 --sample-n 200
+# Repeats outermost: a noisy minute on a shared machine then touches every setting alike rather
+# than all the runs of one (the ratios between settings are what the scaling figures use).
+for r in $(seq "$repeats"); do
+  run one 1
+  run strong "$P" --train.overlap=off
+  run weak "$P" --train.batch=$((batch * P))
+  run threads 1 --train.threads="$P" --sample.batch=1024
+  run overlap "$P" --train.overlap=on
+  run wide "$P" --model.hidden=1024,1024,1024 --train.overlap=off --steps 30 --warmup 5 --sample-n 200
+  run wide_overlap "$P" --model.hidden=1024,1024,1024 --train.overlap=on --steps 30 --warmup 5 --sample-n 200
+done
 
 /usr/bin/python3 - "$tmp" "$out" "$P" <<'PY'
 import glob, json, statistics, sys
