@@ -56,19 +56,18 @@ void fm_dist_sample(float *x, const fm_dist *d, uint64_t seed, uint32_t step, ui
                     uint32_t stream, int n)
 {
     const int D = d->dim;
-    for (int i = 0; i < n; i++) {
-        uint32_t index = index0 + (uint32_t)i;
-        float *xi = x + (size_t)i * D;
-        int k = 0;
-        if (d->nmodes > 1) {
-            float u;
-            fm_rng_uniform(&u, seed, step, index, stream | MODE_SUBSTREAM, 1);
-            k = (int)(u * (float)d->nmodes);
+    fm_rng_normal_rows(x, seed, step, index0, stream, n, D);
+    for (int i0 = 0; i0 < n; i0 += 64) { /* the modes, 64 samples at a time */
+        const int m = n - i0 < 64 ? n - i0 : 64;
+        float u[64];
+        if (d->nmodes > 1) fm_rng_uniform_rows(u, seed, step, index0 + (uint32_t)i0, stream | MODE_SUBSTREAM, m);
+        for (int i = 0; i < m; i++) {
+            int k = d->nmodes > 1 ? (int)(u[i] * (float)d->nmodes) : 0;
             if (k >= d->nmodes) k = d->nmodes - 1;
+            const float *mu = d->means + (size_t)k * D;
+            float *xi = x + (size_t)(i0 + i) * D;
+            for (int j = 0; j < D; j++) xi[j] = mu[j] + d->std * xi[j];
         }
-        fm_rng_normal(xi, seed, step, index, stream, D);
-        const float *mu = d->means + (size_t)k * D;
-        for (int j = 0; j < D; j++) xi[j] = mu[j] + d->std * xi[j];
     }
 }
 

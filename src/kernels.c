@@ -3,11 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define FM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FM_CLONES
-#endif
+#include "fm/simd.h"
 
 /* exp(x) for float x: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial to r^6,
  * 2^n by building the exponent bits. Comparisons are written so that NaN passes through. */

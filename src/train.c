@@ -109,7 +109,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         const int nb = (int)(tr->nloc - c0 < tr->mb ? tr->nloc - c0 : tr->mb);
         const int last = c0 + nb >= tr->nloc;
         const uint32_t first = (uint32_t)(tr->i0 + c0);
-        for (int i = 0; i < nb; i++) fm_rng_uniform(tr->t + i, seed, (uint32_t)step, first + (uint32_t)i, FM_STREAM_T, 1);
+        fm_rng_uniform_rows(tr->t, seed, (uint32_t)step, first, FM_STREAM_T, nb);
         fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
         fm_dist_sample(tr->z, tr->target, seed, (uint32_t)step, first, FM_STREAM_Z, nb);
         fm_path_sample(tr->xt, tr->u, &tr->path, tr->t, tr->x0, tr->z, nb, D);
