@@ -33,7 +33,7 @@ _Noreturn void fm_fatal_at(const char *file, int line, const char *fmt, ...)
 void *fm_malloc_at(const char *file, int line, size_t n)
 {
     /* cache-line aligned: a 16-float vector load then never straddles two lines */
-    void *p = aligned_alloc(64, (n + 63) / 64 * 64 + (n == 0) * 64);
+    void *p = aligned_alloc(64, n ? (n + 63) / 64 * 64 : 64); /* C11: a multiple of the alignment */
     if (!p) fm_fatal_at(file, line, "out of memory allocating %zu bytes", n);
     return p;
 }

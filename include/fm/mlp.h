@@ -50,7 +50,8 @@ void fm_mlp_work_free(fm_mlp_work *w);
  * transposed). Call it whenever params change, before the forward. */
 void fm_mlp_pack(fm_mlp_work *w, const fm_mlp *m, const float *params);
 
-/* Forward on n <= cap samples (after fm_mlp_pack on the same params); returns the output [n, dim] (inside w, valid until next call). */
+/* Forward on n <= cap samples (after fm_mlp_pack on the same params); returns the output
+ * [n, dim] (inside w, valid until the next call). */
 const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params,
                             const float *x /* [n, dim] */, const float *t /* [n] */, int n);
 
