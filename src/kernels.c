@@ -106,7 +106,6 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias)); /* unaligned access */
 typedef int32_t i16v __attribute__((vector_size(64)));
 
-
 #define AI static inline __attribute__((always_inline))
 
 AI v16 vload(const float *p) { return *(const v16u *)p; }

@@ -61,12 +61,10 @@ static int row_stride(int width, int hidden)
     return hidden && width >= 64 && width % 64 == 0 ? width + 16 : width;
 }
 
-/* Layers served by the thin and the narrow kernels instead of sgemm. */
+/* Layers served by the thin and the narrow kernels instead of sgemm. A narrow layer's rows are
+ * never padded (padding starts at 64 floats), as the narrow kernels assume. */
 static int is_thin(const fm_mlp *m, int l) { return l == 0 && m->dims[0] <= FM_THIN_INPUT; }
-static int is_narrow(const fm_mlp_work *w, const fm_mlp *m, int l)
-{
-    return !is_thin(m, l) && m->dims[l + 1] <= FM_NARROW_OUTPUT && w->ld[l] == m->dims[l + 1];
-}
+static int is_narrow(const fm_mlp *m, int l) { return !is_thin(m, l) && m->dims[l + 1] <= FM_NARROW_OUTPUT; }
 
 fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
 {
@@ -93,7 +91,7 @@ fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
     w->t_row = fm_malloc(sizeof(float) * (size_t)cap);
     w->pad = fm_malloc(sizeof(float) * ((size_t)32 * max_dim(m) + (size_t)16 * cap));
     for (int l = 0; l < m->nlayers; l++)
-        if (is_narrow(w, m, l)) w->wt16[l] = fm_malloc(sizeof(float) * 16 * (size_t)m->dims[l]);
+        if (is_narrow(m, l)) w->wt16[l] = fm_malloc(sizeof(float) * 16 * (size_t)m->dims[l]);
     return w;
 }
 
@@ -112,13 +110,13 @@ void fm_mlp_work_free(fm_mlp_work *w)
         free(w->pre[l]);
         free(w->post[l]);
         free(w->aux[l]);
+        free(w->wt16[l]);
     }
     free(w->wt);
     free(w->w0x);
     free(w->b0t);
     free(w->t_row);
     free(w->pad);
-    for (int l = 0; l < FM_MLP_MAX_LAYERS; l++) free(w->wt16[l]);
     free(w->g0);
     free(w->g1);
     free(w);
@@ -139,7 +137,7 @@ static const float *forward_layers(fm_mlp_work *w, const fm_mlp *m, const float 
             fm_kern_thin_forward(y, w->post[l], w->aux[l], w->wt, a, W, b, n, in, out, ld, act);
         } else {
             /* y[n, out] = a[n, in] * W[out, in]^T, then bias and activation in one pass */
-            if (w->wt16[l])
+            if (is_narrow(m, l))
                 fm_kern_narrow_forward(y, w->wt16[l], a, n, in, lda, out);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, lda, W, in, 0.0f, y, ld);
@@ -194,7 +192,7 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
         float *ga = (g == w->g0) ? w->g1 : w->g0; /* dL/d(pre[l-1]) [n, in] lda */
         if (is_thin(m, l)) {
             fm_kern_thin_weight_grad(dW, db, g, a, n, in, out, ld);
-        } else if (l > 0 && is_narrow(w, m, l)) {
+        } else if (l > 0 && is_narrow(m, l)) {
             /* weight and input gradients and act' in one pass over the wide side */
             fm_kern_narrow_backward(dW, ga, w->pad, g, a, W, w->pre[l - 1], w->post[l - 1], w->aux[l - 1], n, in,
                                     lda, out, m->act);
