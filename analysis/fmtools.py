@@ -27,11 +27,25 @@ class Checkpoint:
     path: str
     step: int
     config: configparser.ConfigParser
-    weights: list          # [out, in] float32 per layer
-    biases: list           # [out] float32 per layer
+    params: dict           # every tensor under /model by its name ("layer_0/weight", ...)
     history: dict          # step, loss, lr, grad_norm, time
     target_means: np.ndarray = None
     target_std: float = None
+
+    @property
+    def model_type(self):
+        return self.config.get("model", "type", fallback="mlp")  # format-1 configs have no model.type
+
+    @property
+    def weights(self):     # the MLP's [out, in] per layer
+        return [self.params[f"layer_{k}/weight"] for k in range(self._layers())]
+
+    @property
+    def biases(self):      # the MLP's [out] per layer
+        return [self.params[f"layer_{k}/bias"] for k in range(self._layers())]
+
+    def _layers(self):
+        return sum(1 for k in self.params if k.endswith("/weight") and k.startswith("layer_"))
 
 
 @dataclass
@@ -57,13 +71,12 @@ def _check_format(f, path, want):
 def load_checkpoint(path):
     with h5py.File(path, "r") as f:
         _check_format(f, path, "checkpoint")
-        n = len([k for k in f["model"] if k.startswith("layer_")])
-        ws = [f[f"model/layer_{k}/weight"][()] for k in range(n)]
-        bs = [f[f"model/layer_{k}/bias"][()] for k in range(n)]
+        params = {}
+        f["model"].visititems(lambda n, o: params.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
         hist = {k: f[f"history/{k}"][()] for k in f["history"]}
         means = f["data/target_means"][()] if "data/target_means" in f else None
         std = float(f["data/target_std"][()]) if "data/target_std" in f else None
-        return Checkpoint(str(path), int(f.attrs["step"]), read_config(f.attrs["config"]), ws, bs, hist, means, std)
+        return Checkpoint(str(path), int(f.attrs["step"]), read_config(f.attrs["config"]), params, hist, means, std)
 
 
 def load_history(path):
@@ -110,9 +123,15 @@ def _act(name):
 
 
 def velocity(ck, x, t):
-    """u_theta(x, t) in numpy (float64) from the checkpoint's weights; x [N, D], t scalar or [N]."""
+    """u_theta(x, t) in numpy (float64) from the checkpoint's tensors; x [N, D], t scalar or [N]."""
+    if ck.model_type not in MODELS:
+        raise ValueError(f"{ck.path}: no numpy forward for model.type = {ck.model_type} (have: {', '.join(MODELS)})")
     x = np.asarray(x, np.float64)
     t = np.broadcast_to(np.asarray(t, np.float64), (x.shape[0],))
+    return MODELS[ck.model_type](ck, x, t)
+
+
+def _mlp_velocity(ck, x, t):
     act = _act(ck.config["model"]["activation"])
     a = np.concatenate([x, t[:, None]], axis=1)
     for k, (w, b) in enumerate(zip(ck.weights, ck.biases)):
@@ -120,6 +139,10 @@ def velocity(ck, x, t):
         if k < len(ck.weights) - 1:
             a = act(a)
     return a
+
+
+# model.type -> its numpy forward (the executable specification of fmtrain's): one line per model.
+MODELS = {"mlp": _mlp_velocity}
 
 
 class Mixture:

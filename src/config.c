@@ -8,7 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/act.h"
 #include "fm/error.h"
+#include "fm/model.h"
+#include "fm/names.h"
+#include "fm/ode.h"
+#include "fm/optim.h"
+#include "fm/path.h"
+#include "fm/target.h"
 
 typedef enum { T_INT, T_REAL, T_WORD, T_TEXT, T_INTLIST } key_type;
 
@@ -17,7 +24,8 @@ typedef struct {
     key_type type;
     size_t off;
     double lo, hi;        /* inclusive range for numbers; list entries for T_INTLIST */
-    const char *choices;  /* T_WORD: the allowed words, space separated */
+    const char *choices;  /* T_WORD: the allowed words, space separated, ... */
+    fm_names names;       /* ... or the list of the module that defines them */
     const char *def;      /* default as written in an INI file */
     int fixed;            /* 1: a resumed run must keep the value of its checkpoint */
     const char *help;
@@ -27,54 +35,55 @@ typedef struct {
 #define BIG 1e18
 
 static const key_spec keys[] = {
-    {"data", "target", T_WORD, OFF(target), 0, 0, "gmm_ring gmm_random gaussian", "gmm_ring", 1,
+    {"data", "target", T_WORD, OFF(target), 0, 0, 0, fm_target_name, "gmm_ring", 1,
      "target distribution: the ring mixture of the seed, a mixture with random means, or N(0, std^2 I)"},
-    {"data", "dim", T_INT, OFF(dim), 1, 4096, 0, "2", 1, "data dimension D (gmm_ring is 2-D)"},
-    {"data", "modes", T_INT, OFF(modes), 1, 100000, 0, "11", 1, "mixture modes"},
-    {"data", "radius", T_REAL, OFF(radius), 0, 1e6, 0, "10", 1, "gmm_ring: radius of the circle of means"},
-    {"data", "std", T_REAL, OFF(std), 1e-6, 1e6, 0, "1", 1, "std of each mode (or of the gaussian target)"},
-    {"data", "x_offset", T_REAL, OFF(x_offset), -1e6, 1e6, 0, "0", 1, "gmm_ring: shift of the means along x"},
-    {"data", "scale", T_REAL, OFF(scale), 0, 1e6, 0, "10", 1, "gmm_random: means uniform in [-scale, scale]^D"},
-    {"data", "mean_seed", T_INT, OFF(mean_seed), 0, 4294967295.0, 0, "0", 1, "gmm_random: seed of the means"},
-    {"data", "source_std", T_REAL, OFF(source_std), 1e-6, 1e6, 0, "1", 1, "source x0 ~ N(0, source_std^2 I)"},
-    {"path", "schedule", T_WORD, OFF(schedule), 0, 0, "sqrt linear cosine", "sqrt", 1,
+    {"data", "dim", T_INT, OFF(dim), 1, 4096, 0, 0, "2", 1, "data dimension D (gmm_ring is 2-D)"},
+    {"data", "modes", T_INT, OFF(modes), 1, 100000, 0, 0, "11", 1, "mixture modes"},
+    {"data", "radius", T_REAL, OFF(radius), 0, 1e6, 0, 0, "10", 1, "gmm_ring: radius of the circle of means"},
+    {"data", "std", T_REAL, OFF(std), 1e-6, 1e6, 0, 0, "1", 1, "std of each mode (or of the gaussian target)"},
+    {"data", "x_offset", T_REAL, OFF(x_offset), -1e6, 1e6, 0, 0, "0", 1, "gmm_ring: shift of the means along x"},
+    {"data", "scale", T_REAL, OFF(scale), 0, 1e6, 0, 0, "10", 1, "gmm_random: means uniform in [-scale, scale]^D"},
+    {"data", "mean_seed", T_INT, OFF(mean_seed), 0, 4294967295.0, 0, 0, "0", 1, "gmm_random: seed of the means"},
+    {"data", "source_std", T_REAL, OFF(source_std), 1e-6, 1e6, 0, 0, "1", 1, "source x0 ~ N(0, source_std^2 I)"},
+    {"path", "schedule", T_WORD, OFF(schedule), 0, 0, 0, fm_path_schedule_name, "sqrt", 1,
      "conditional path: sqrt (alpha=t, beta=sqrt(1-t)), linear (CondOT), cosine"},
-    {"path", "eps", T_REAL, OFF(eps), 0, 1, 0, "1e-4", 1, "sqrt: beta' = -0.5/(sqrt(1-t) + eps)"},
-    {"path", "sigma_min", T_REAL, OFF(sigma_min), 0, 1, 0, "0", 1, "linear: beta = 1 - (1 - sigma_min) t"},
-    {"model", "hidden", T_INTLIST, OFF(hidden), 1, 1 << 20, 0, "1024,16", 1, "hidden widths, comma separated"},
-    {"model", "activation", T_WORD, OFF(activation), 0, 0, "silu relu tanh", "silu", 1, "activation between layers"},
-    {"model", "time_embed", T_WORD, OFF(time_embed), 0, 0, "raw", "raw", 1, "how t enters: raw = concat(x, t)"},
-    {"optim", "lr", T_REAL, OFF(lr), 0, 10, 0, "1e-3", 0, "Adam learning rate"},
-    {"optim", "beta1", T_REAL, OFF(beta1), 0, 0.999999, 0, "0.9", 0, "Adam beta1"},
-    {"optim", "beta2", T_REAL, OFF(beta2), 0, 0.999999999, 0, "0.999", 0, "Adam beta2"},
-    {"optim", "eps", T_REAL, OFF(adam_eps), 0, 1, 0, "1e-8", 0, "Adam eps, added to sqrt(v_hat)"},
-    {"optim", "clip", T_REAL, OFF(clip), 0, 1e12, 0, "0", 0, "clip the global gradient norm to this; 0 = off"},
-    {"optim", "schedule", T_WORD, OFF(lr_schedule), 0, 0, "constant cosine", "constant", 0,
+    {"path", "eps", T_REAL, OFF(eps), 0, 1, 0, 0, "1e-4", 1, "sqrt: beta' = -0.5/(sqrt(1-t) + eps)"},
+    {"path", "sigma_min", T_REAL, OFF(sigma_min), 0, 1, 0, 0, "0", 1, "linear: beta = 1 - (1 - sigma_min) t"},
+    {"model", "type", T_WORD, OFF(model_type), 0, 0, 0, fm_model_type_name, "mlp", 1, "the vector field's model"},
+    {"model", "hidden", T_INTLIST, OFF(hidden), 1, 1 << 20, 0, 0, "1024,16", 1, "hidden widths, comma separated"},
+    {"model", "activation", T_WORD, OFF(activation), 0, 0, 0, fm_act_name, "silu", 1, "activation between layers"},
+    {"model", "time_embed", T_WORD, OFF(time_embed), 0, 0, "raw", 0, "raw", 1, "how t enters: raw = concat(x, t)"},
+    {"optim", "lr", T_REAL, OFF(lr), 0, 10, 0, 0, "1e-3", 0, "Adam learning rate"},
+    {"optim", "beta1", T_REAL, OFF(beta1), 0, 0.999999, 0, 0, "0.9", 0, "Adam beta1"},
+    {"optim", "beta2", T_REAL, OFF(beta2), 0, 0.999999999, 0, 0, "0.999", 0, "Adam beta2"},
+    {"optim", "eps", T_REAL, OFF(adam_eps), 0, 1, 0, 0, "1e-8", 0, "Adam eps, added to sqrt(v_hat)"},
+    {"optim", "clip", T_REAL, OFF(clip), 0, 1e12, 0, 0, "0", 0, "clip the global gradient norm to this; 0 = off"},
+    {"optim", "schedule", T_WORD, OFF(lr_schedule), 0, 0, 0, fm_optim_schedule_name, "constant", 0,
      "learning rate after warmup: constant, or cosine decay to 0 at train.steps"},
-    {"optim", "warmup", T_INT, OFF(warmup), 0, 1e9, 0, "0", 0, "linear warmup steps"},
-    {"train", "steps", T_INT, OFF(steps), 1, 1e9, 0, "5000", 0, "optimiser steps in all (a resumed run continues to it)"},
-    {"train", "batch", T_INT, OFF(batch), 1, 1e9, 0, "1000", 1, "global batch B, split over the ranks"},
-    {"train", "seed", T_INT, OFF(seed), 0, 4294967295.0, 0, "0", 1, "seed of initialisation and of every (t, x0, z) draw"},
-    {"train", "checkpoint_every", T_INT, OFF(checkpoint_every), 0, 1e9, 0, "1000", 0, "checkpoint period in steps; 0 = only at the end"},
-    {"train", "log_every", T_INT, OFF(log_every), 1, 1e9, 0, "100", 0, "print step, loss, speed every this many steps"},
-    {"train", "progress", T_WORD, OFF(progress), 0, 0, "auto line plain", "auto", 0,
+    {"optim", "warmup", T_INT, OFF(warmup), 0, 1e9, 0, 0, "0", 0, "linear warmup steps"},
+    {"train", "steps", T_INT, OFF(steps), 1, 1e9, 0, 0, "5000", 0, "optimiser steps in all (a resumed run continues to it)"},
+    {"train", "batch", T_INT, OFF(batch), 1, 1e9, 0, 0, "1000", 1, "global batch B, split over the ranks"},
+    {"train", "seed", T_INT, OFF(seed), 0, 4294967295.0, 0, 0, "0", 1, "seed of initialisation and of every (t, x0, z) draw"},
+    {"train", "checkpoint_every", T_INT, OFF(checkpoint_every), 0, 1e9, 0, 0, "1000", 0, "checkpoint period in steps; 0 = only at the end"},
+    {"train", "log_every", T_INT, OFF(log_every), 1, 1e9, 0, 0, "100", 0, "print step, loss, speed every this many steps"},
+    {"train", "progress", T_WORD, OFF(progress), 0, 0, "auto line plain", 0, "auto", 0,
      "line: one progress line redrawn in place; plain: a line every log_every steps (logs); auto: line on a terminal, except under mpirun"},
-    {"train", "history_every", T_INT, OFF(history_every), 1, 1e9, 0, "1", 0, "record the loss every this many steps (and every step of the first 100)"},
-    {"train", "keep_checkpoints", T_INT, OFF(keep_checkpoints), 0, 1e6, 0, "0", 0, "also keep the last K numbered checkpoints checkpoint_STEP.h5"},
-    {"train", "resume", T_WORD, OFF(resume), 0, 0, "auto never always", "auto", 0,
+    {"train", "history_every", T_INT, OFF(history_every), 1, 1e9, 0, 0, "1", 0, "record the loss every this many steps (and every step of the first 100)"},
+    {"train", "keep_checkpoints", T_INT, OFF(keep_checkpoints), 0, 1e6, 0, 0, "0", 0, "also keep the last K numbered checkpoints checkpoint_STEP.h5"},
+    {"train", "resume", T_WORD, OFF(resume), 0, 0, "auto never always", 0, "auto", 0,
      "auto: resume when OUTDIR/checkpoint.h5 exists; never: refuse an existing one; always: require one"},
-    {"train", "microbatch", T_INT, OFF(microbatch), 1, 1e9, 0, "128", 0,
+    {"train", "microbatch", T_INT, OFF(microbatch), 1, 1e9, 0, 0, "128", 0,
      "samples per forward/backward pass within a rank's shard (cache tiling; same gradient up to rounding)"},
-    {"train", "overlap", T_WORD, OFF(overlap), 0, 0, "on off", "off", 0,
+    {"train", "overlap", T_WORD, OFF(overlap), 0, 0, "on off", 0, "off", 0,
      "on: all-reduce each layer's gradient (MPI_Iallreduce) while the backward goes on below it; off: one MPI_Allreduce after the backward (see README, Performance)"},
-    {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
-    {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, "1000", 0, "samples drawn after training; 0 = none"},
-    {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
-    {"sample", "solver", T_WORD, OFF(solver), 0, 0, "euler midpoint rk4", "euler", 0, "ODE solver"},
-    {"sample", "seed", T_INT, OFF(sample_seed), 0, 4294967295.0, 0, "1", 0, "seed of the sampler's x0 draws"},
-    {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, "100", 0, "how many of the samples are recorded at every step (at most sample.n)"},
-    {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, "256", 0, "trajectories integrated at once per rank (memory)"},
-    {"output", "dir", T_TEXT, OFF(dir), 0, 0, 0, "out", 0, "output directory (the -o option overrides it)"},
+    {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
+    {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, 0, "1000", 0, "samples drawn after training; 0 = none"},
+    {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
+    {"sample", "solver", T_WORD, OFF(solver), 0, 0, 0, fm_ode_solver_name, "euler", 0, "ODE solver"},
+    {"sample", "seed", T_INT, OFF(sample_seed), 0, 4294967295.0, 0, 0, "1", 0, "seed of the sampler's x0 draws"},
+    {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, 0, "100", 0, "how many of the samples are recorded at every step (at most sample.n)"},
+    {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, 0, "256", 0, "trajectories integrated at once per rank (memory)"},
+    {"output", "dir", T_TEXT, OFF(dir), 0, 0, 0, 0, "out", 0, "output directory (the -o option overrides it)"},
 };
 #define NKEYS ((int)(sizeof keys / sizeof keys[0]))
 
@@ -119,6 +128,12 @@ static int word_allowed(const char *choices, const char *w)
         p += len + (e ? 1 : 0);
     }
     return 0;
+}
+
+/* The allowed words of a T_WORD key, space separated. */
+static const char *choices_of(const key_spec *k, char *buf, size_t cap)
+{
+    return k->names ? fm_names_join(buf, cap, k->names, " ") : k->choices;
 }
 
 static const key_spec *find_key(const char *section, const char *key)
@@ -185,13 +200,15 @@ static int set_value(fm_config *c, const key_spec *k, const char *raw, char *err
         *(double *)field = x;
         return 0;
     }
-    case T_WORD:
-        if (!word_allowed(k->choices, v)) {
-            fm_errorf(err, cap, "[%s] %s = '%s': allowed: %s", k->section, k->key, v, k->choices);
+    case T_WORD: {
+        char list[256];
+        if (k->names ? fm_names_find(k->names, v) < 0 : !word_allowed(k->choices, v)) {
+            fm_errorf(err, cap, "[%s] %s = '%s': allowed: %s", k->section, k->key, v, choices_of(k, list, sizeof list));
             return -1;
         }
         snprintf(field, FM_NAME_MAX, "%s", v);
         return 0;
+    }
     case T_TEXT:
         if (!*v) {
             fm_errorf(err, cap, "[%s] %s is empty: allowed: a path", k->section, k->key);
@@ -205,19 +222,20 @@ static int set_value(fm_config *c, const key_spec *k, const char *raw, char *err
         int bad = (*v == '\0' || *v == ',' || v[strlen(v) - 1] == ',' || strstr(v, ",,") != NULL);
         for (char *tok = strtok_r(v, ",", &save); tok && !bad; tok = strtok_r(NULL, ",", &save)) {
             long x;
-            if (n == FM_MLP_MAX_LAYERS - 1 || parse_long(&x, trim(tok)) || x < k->lo || x > k->hi) bad = 1;
+            if (n == FM_CONFIG_MAX_LIST - 1 || parse_long(&x, trim(tok)) || x < k->lo || x > k->hi) bad = 1;
             else list[n++] = (int)x;
         }
         if (bad || n == 0) {
             fm_errorf(err, cap, "[%s] %s = '%s': allowed: 1 to %d comma-separated integers from 1 to %.0f",
-                      k->section, k->key, raw, FM_MLP_MAX_LAYERS - 1, k->hi);
+                      k->section, k->key, raw, FM_CONFIG_MAX_LIST - 1, k->hi);
             return -1;
         }
         c->nhidden = n;
         return 0;
     }
+    default:
+        FM_FATAL("[%s] %s: unknown key type %d", k->section, k->key, (int)k->type);
     }
-    return -1;
 }
 
 void fm_config_defaults(fm_config *c)
@@ -284,23 +302,17 @@ int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err
 
 int fm_config_validate(const fm_config *c, char *err, int cap)
 {
-    if (strcmp(c->target, "gmm_ring") == 0 && c->dim != 2) {
-        fm_errorf(err, cap, "[data] dim = %ld with target = gmm_ring: allowed: dim = 2 (the ring is 2-D)", c->dim);
-        return -1;
-    }
     if (c->sample_n > 4294967295L || c->batch > 4294967295L) {
         fm_errorf(err, cap, "sample indices must fit in 32 bits");
         return -1;
     }
-    return 0;
-}
-
-int fm_config_model(fm_mlp *m, const fm_config *c, char *err, int cap)
-{
-    if (fm_mlp_shape(m, (int)c->dim, c->hidden, (int)c->nhidden, (fm_act)fm_mlp_act_parse(c->activation))) {
-        fm_errorf(err, cap, "[model] hidden: invalid model for data.dim = %ld", c->dim);
-        return -1;
-    }
+    /* The target and the model check their own keys: build them once, before any work. */
+    fm_target t;
+    if (fm_target_build(&t, c, err, cap)) return -1;
+    fm_target_free(&t);
+    fm_model m;
+    if (fm_model_build(&m, c, err, cap)) return -1;
+    fm_model_free(&m);
     return 0;
 }
 
@@ -329,6 +341,8 @@ static void format_value(char *out, size_t cap, const fm_config *c, const key_sp
             len += (size_t)snprintf(out + len, cap - len, "%s%d", i ? "," : "", c->hidden[i]);
         break;
     }
+    default:
+        FM_FATAL("[%s] %s: unknown key type %d", k->section, k->key, (int)k->type);
     }
 }
 
@@ -381,7 +395,8 @@ void fm_config_print_keys(void)
     for (int i = 0; i < NKEYS; i++) {
         const key_spec *k = &keys[i];
         printf("| `%s.%s` | `%s` | %s", k->section, k->key, k->def, k->help);
-        if (k->type == T_WORD) printf(" (one of: %s)", k->choices);
+        char list[256];
+        if (k->type == T_WORD) printf(" (one of: %s)", choices_of(k, list, sizeof list));
         else if (k->type == T_INT) printf(" (%.0f to %.0f)", k->lo, k->hi);
         else if (k->type == T_REAL) printf(" (%g to %g)", k->lo, k->hi);
         printf("%s |\n", k->fixed ? "; fixed on resume" : "");

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/version.h"
+
 static void quiet(void)
 {
     static int done = 0;
@@ -355,4 +357,11 @@ static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *
 int fm_h5_list(fm_h5 f, FILE *out)
 {
     return H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, list_one, out) < 0 ? -1 : 0;
+}
+
+int fm_h5_stamp(fm_h5 f, const char *format)
+{
+    return fm_h5_attr_str(f, "/", "fm_format", format) || fm_h5_attr_i64(f, "/", "fm_version", FM_FORMAT_VERSION) ||
+           fm_h5_attr_str(f, "/", "fm_git", fm_version_git()) ||
+           fm_h5_attr_str(f, "/", "fm_release", fm_version_release()) ? -1 : 0;
 }

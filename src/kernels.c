@@ -1,8 +1,10 @@
 #include "fm/kernels.h"
 
+#include <cblas.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "fm/error.h"
 #include "fm/simd.h"
 
 /* exp(x) for float x: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial to r^6,
@@ -28,6 +30,8 @@ static inline float exp_fast(float x)
 }
 
 float fm_kern_exp(float x) { return exp_fast(x); }
+
+void fm_kern_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
 FM_CLONES static void silu_forward(float *post, float *sig, const float *pre, size_t n)
 {
@@ -61,9 +65,10 @@ static void act_forward(float *post, float *aux, const float *pre, size_t n, fm_
         tanh_forward(post, pre, n);
         break;
     case FM_ACT_SILU:
-    default:
         silu_forward(post, aux, pre, n);
         break;
+    default:
+        FM_FATAL("unknown activation %d", (int)act);
     }
 }
 
@@ -91,9 +96,10 @@ void fm_kern_act_backward(float *g, const float *pre, const float *post, const f
         for (size_t i = 0; i < n; i++) g[i] *= 1.0f - post[i] * post[i];
         break;
     case FM_ACT_SILU:
-    default:
         silu_backward(g, pre, aux, n);
         break;
+    default:
+        FM_FATAL("unknown activation %d", (int)act);
     }
 }
 
@@ -106,13 +112,13 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias)); /* unaligned access */
 typedef int32_t i16v __attribute__((vector_size(64)));
 
-#define AI static inline __attribute__((always_inline))
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-AI v16 vload(const float *p) { return *(const v16u *)p; }
-AI void vstore(float *p, v16 v) { *(v16u *)p = v; }
+ALWAYS_INLINE v16 vload(const float *p) { return *(const v16u *)p; }
+ALWAYS_INLINE void vstore(float *p, v16 v) { *(v16u *)p = v; }
 
 /* g times act'(pre) on 16 columns, from the forward's pre, post and aux at the same place. */
-AI v16 act_deriv(v16 g, const float *pre, const float *post, const float *aux, const int act)
+ALWAYS_INLINE v16 act_deriv(v16 g, const float *pre, const float *post, const float *aux, const int act)
 {
     if (act == FM_ACT_RELU) return (v16)((i16v)g & (i16v)(vload(pre) > 0.0f));
     if (act == FM_ACT_TANH) { const v16 p = vload(post); return g * (1.0f - p * p); }
@@ -161,7 +167,7 @@ void fm_kern_thin_forward(float *y, float *post, float *aux, float *wt, const fl
 }
 
 /* Columns [j, j+16) of the thin weight gradient: the in+1 sums over rows stay in registers. */
-AI void thin_grad_block(float *dW, float *db, const float *g, const float *a, int n, const int in, int ld, int j)
+ALWAYS_INLINE void thin_grad_block(float *dW, float *db, const float *g, const float *a, int n, const int in, int ld, int j)
 {
     v16 acc[FM_THIN_INPUT] = {{0}}, bsum = {0};
     for (int i = 0; i < n; i++) {
@@ -197,7 +203,7 @@ FM_CLONES void fm_kern_thin_weight_grad(float *restrict dW, float *restrict db, 
 }
 
 /* R rows of the narrow forward: y[r, 0..out) = sum_k a[r, k] wt[k, :], one register per row. */
-AI void narrow_rows(float *y, const float *a, const float *wt, int K, int lda, int out, const int R)
+ALWAYS_INLINE void narrow_rows(float *y, const float *a, const float *wt, int K, int lda, int out, const int R)
 {
     v16 acc[8] = {{0}};
     for (int k = 0; k < K; k++) {
@@ -232,7 +238,7 @@ FM_CLONES void fm_kern_narrow_forward(float *restrict y, const float *restrict w
 
 /* Columns [j, j+16) of the narrow backward, for 16 outputs: dW's 16 column pieces stay in
  * registers over all rows; each row's input gradient is made, scaled by act' and stored once. */
-AI void narrow_grad_block(float *dW, float *ga, const float *g, const float *a, const float *W, const float *pre,
+ALWAYS_INLINE void narrow_grad_block(float *dW, float *ga, const float *g, const float *a, const float *W, const float *pre,
                           const float *post, const float *aux, int n, int K, int lda, int j, const int act)
 {
     v16 dw[16] = {{0}};

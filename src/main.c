@@ -10,11 +10,12 @@
 #include "fm/comm.h"
 #include "fm/config.h"
 #include "fm/error.h"
-#include "fm/mlp.h"
+#include "fm/kernels.h"
 #include "fm/progress.h"
-#include "fm/samples.h"
+#include "fm/sample_run.h"
 #include "fm/stop.h"
 #include "fm/train.h"
+#include "fm/version.h"
 
 static const char usage[] =
     "usage: fmtrain [train] -c CONFIG.ini [-o OUTDIR] [--resume] [--SECTION.KEY=VALUE ...]\n"
@@ -219,11 +220,11 @@ static int cmd_sample(int argc, char **argv, int first)
     if (fm_config_load_string(&cfg, c.config_text, ckpt_path, err, sizeof err)) fail_all(err);
     apply_overrides(&cfg, argc, argv, first, 1);
     validate(&cfg);
-    fm_mlp_set_threads((int)cfg.threads);
-    fm_mlp mlp;
-    if (fm_config_model(&mlp, &cfg, err, sizeof err)) fail_all(err);
-    if (fm_comm_rank() != 0) c.params = fm_malloc(sizeof(float) * mlp.nparams);
-    fm_comm_bcast(c.params, sizeof(float) * mlp.nparams);
+    fm_kern_blas_threads((int)cfg.threads);
+    fm_model model;
+    if (fm_model_build(&model, &cfg, err, sizeof err)) fail_all(err);
+    if (fm_comm_rank() != 0) c.params = fm_malloc(sizeof(float) * model.nparams);
+    fm_comm_bcast(c.params, sizeof(float) * model.nparams);
 
     char path[FM_PATH_MAX + 32];
     if (out) {
@@ -234,9 +235,10 @@ static int cmd_sample(int argc, char **argv, int first)
     }
     if (cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
     char *text = fm_config_dump(&cfg);
-    int ok = fm_samples_run(path, &cfg, text, &mlp, c.params, step, err, sizeof err) == 0;
+    int ok = fm_sample_run(path, &cfg, text, &model, c.params, step, err, sizeof err) == 0;
     if (!ok && fm_comm_rank() == 0) fm_error_print(err);
     free(text);
+    fm_model_free(&model);
     fm_ckpt_free(&c);
     return ok ? 0 : 1;
 }
@@ -267,7 +269,8 @@ int main(int argc, char **argv)
         if (fm_comm_rank() == 0) fputs(usage, stdout);
         status = 0;
     } else if (!strcmp(cmd, "--version")) {
-        if (fm_comm_rank() == 0) printf("fmtrain %s (checkpoint format %d)\n", FM_VERSION_STRING, FM_FORMAT_VERSION);
+        if (fm_comm_rank() == 0)
+            printf("fmtrain %s (%s; file format %d)\n", fm_version_release(), fm_version_git(), FM_FORMAT_VERSION);
         status = 0;
     } else if (!strcmp(cmd, "keys")) {
         if (fm_comm_rank() == 0) fm_config_print_keys();

@@ -2,11 +2,13 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fm/kernels.h"
 #include "fm/error.h"
+#include "fm/kernels.h"
+#include "fm/names.h"
 #include "fm/rng.h"
 
 int fm_mlp_shape(fm_mlp *m, int dim, const int *hidden, int nhidden, fm_act act)
@@ -99,7 +101,6 @@ void fm_mlp_pack(fm_mlp_work *w, const fm_mlp *m, const float *params)
 {
     for (int l = 0; l < m->nlayers; l++)
         if (w->wt16[l]) fm_kern_narrow_pack(w->wt16[l], params + m->w_off[l], m->dims[l], m->dims[l + 1]);
-    w->packed = params;
 }
 
 void fm_mlp_work_free(fm_mlp_work *w)
@@ -126,7 +127,6 @@ void fm_mlp_work_free(fm_mlp_work *w)
 static const float *forward_layers(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *a, int n,
                                    int first)
 {
-    FM_CHECK(w->packed == params, "fm_mlp_pack(params) must come before the forward on params");
     int lda = first == 0 ? m->dims[0] : w->ld[first - 1];
     for (int l = first; l < m->nlayers; l++) {
         const int in = m->dims[l], out = m->dims[l + 1];
@@ -182,7 +182,7 @@ const float *fm_mlp_forward_at(fm_mlp_work *w, const fm_mlp *m, const float *par
 }
 
 void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *params,
-                     const float *dout, int n, fm_mlp_layer_done done, void *ctx)
+                     const float *dout, int n, fm_model_grad_done done, void *ctx)
 {
     const float *g = dout; /* dL/d(pre[l]) [n, dims[l+1]] */
     for (int l = m->nlayers - 1; l >= 0; l--) {
@@ -207,32 +207,85 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
                 fm_kern_act_backward(ga, w->pre[l - 1], w->post[l - 1], w->aux[l - 1], (size_t)n * lda, m->act);
             }
         }
-        if (done) done(ctx, l);
+        if (done) done(ctx, m->w_off[l], l == m->nlayers - 1 ? m->nparams : m->w_off[l + 1]);
         g = ga;
     }
 }
 
-double fm_mlp_loss(float *dout, const float *out, const float *target, int n, int dim, float scale)
+/* ---- behind the model interface ---- */
+
+static int mlp_build(fm_model *model, const fm_config *c, char *err, int cap)
 {
-    double sum = 0.0;
-    const float two_scale = 2.0f * scale;
-    for (size_t k = 0; k < (size_t)n * dim; k++) {
-        const float e = out[k] - target[k];
-        sum += (double)e * e;
-        dout[k] = two_scale * e;
+    fm_mlp *m = fm_calloc(sizeof *m);
+    model->impl = m;
+    const int act = fm_names_find(fm_act_name, c->activation);
+    if (act < 0 || fm_mlp_shape(m, (int)c->dim, c->hidden, (int)c->nhidden, (fm_act)act)) {
+        fm_errorf(err, cap, "[model] hidden = %d layers, activation = %s: not an MLP for data.dim = %ld",
+                  (int)c->nhidden, c->activation, c->dim);
+        return -1;
     }
-    return sum;
+    model->dim = (int)c->dim;
+    model->classes = 0;
+    char name[FM_TENSOR_NAME];
+    for (int l = 0; l < m->nlayers; l++) {
+        const uint64_t wd[2] = {(uint64_t)m->dims[l + 1], (uint64_t)m->dims[l]}, bd[1] = {wd[0]};
+        snprintf(name, sizeof name, "layer_%d/weight", l);
+        FM_CHECK(fm_model_add_tensor(model, name, 2, wd) == m->w_off[l], "MLP layout: %s", name);
+        snprintf(name, sizeof name, "layer_%d/bias", l);
+        FM_CHECK(fm_model_add_tensor(model, name, 1, bd) == m->b_off[l], "MLP layout: %s", name);
+    }
+    FM_CHECK(model->nparams == m->nparams, "MLP layout: %zu parameters, tensors cover %zu", m->nparams,
+             model->nparams);
+    return 0;
 }
 
-void fm_mlp_set_threads(int threads) { openblas_set_num_threads(threads); }
+static void mlp_init(float *params, const fm_model *model, uint64_t seed) { fm_mlp_init(params, model->impl, seed); }
 
-static const char *const act_names[] = {"silu", "relu", "tanh"};
-
-int fm_mlp_act_parse(const char *name)
+static void mlp_flops(double *fwd, double *bwd, const fm_model *model)
 {
-    for (int i = 0; i < 3; i++)
-        if (strcmp(name, act_names[i]) == 0) return i;
-    return -1;
+    const fm_mlp *m = model->impl;
+    *fwd = *bwd = 0.0;
+    for (int l = 0; l < m->nlayers; l++) {
+        const double f = 2.0 * m->dims[l] * m->dims[l + 1];
+        *fwd += f;
+        *bwd += l > 0 ? 2.0 * f : f; /* weight and input gradients; no input gradient for layer 0 */
+    }
 }
 
-const char *fm_mlp_act_name(fm_act a) { return act_names[a]; }
+static void mlp_describe(char *out, int cap, const fm_model *model)
+{
+    const fm_mlp *m = model->impl;
+    int len = snprintf(out, (size_t)cap, "%d", m->dims[0]);
+    for (int l = 1; l <= m->nlayers && len < cap; l++) len += snprintf(out + len, (size_t)(cap - len), "-%d", m->dims[l]);
+    if (len < cap) snprintf(out + len, (size_t)(cap - len), " %s", fm_act_name(m->act));
+}
+
+static void *mlp_work_new(const fm_model *model, int cap) { return fm_mlp_work_new(model->impl, cap); }
+static void mlp_work_free(void *w) { fm_mlp_work_free(w); }
+static void mlp_prepare(void *w, const fm_model *model, const float *params) { fm_mlp_pack(w, model->impl, params); }
+
+static const float *mlp_forward(void *w, const fm_model *model, const float *params, const fm_model_in *in)
+{
+    if (!in->t) return fm_mlp_forward_at(w, model->impl, params, in->x, in->t_all, in->n);
+    return fm_mlp_forward(w, model->impl, params, in->x, in->t, in->n);
+}
+
+static void mlp_backward(float *grad, void *w, const fm_model *model, const float *params, const float *dout, int n,
+                         fm_model_grad_done done, void *ctx)
+{
+    fm_mlp_backward(grad, w, model->impl, params, dout, n, done, ctx);
+}
+
+const fm_model_ops fm_mlp_ops = {
+    .name = "mlp",
+    .build = mlp_build,
+    .free_impl = free,
+    .init = mlp_init,
+    .flops = mlp_flops,
+    .describe = mlp_describe,
+    .work_new = mlp_work_new,
+    .work_free = mlp_work_free,
+    .prepare = mlp_prepare,
+    .forward = mlp_forward,
+    .backward = mlp_backward,
+};

@@ -1,20 +1,34 @@
 #include "fm/optim.h"
 
 #include <math.h>
-#include <string.h>
 
-double fm_optim_lr(const fm_adam *a, long step, long total)
+#include "fm/error.h"
+
+static double constant_lr(const fm_optim *o, double frac) { (void)frac; return o->lr; }
+static double cosine_lr(const fm_optim *o, double frac) { return o->lr * 0.5 * (1.0 + cos(M_PI * fmin(frac, 1.0))); }
+
+/* Adding a schedule: its function of the fraction of the post-warmup steps done, and one row. */
+static const struct {
+    const char *name;
+    double (*lr)(const fm_optim *o, double frac);
+} schedules[] = {
+    {"constant", constant_lr},
+    {"cosine", cosine_lr},
+};
+#define NSCHEDULES ((int)(sizeof schedules / sizeof schedules[0]))
+
+const char *fm_optim_schedule_name(int i) { return i >= 0 && i < NSCHEDULES ? schedules[i].name : 0; }
+
+double fm_optim_lr(const fm_optim *o, long step, long total)
 {
-    if (a->warmup > 0 && step <= a->warmup) return a->lr * (double)step / (double)a->warmup;
-    if (a->schedule == FM_LR_COSINE && total > a->warmup) {
-        double frac = (double)(step - a->warmup) / (double)(total - a->warmup);
-        return a->lr * 0.5 * (1.0 + cos(M_PI * fmin(frac, 1.0)));
-    }
-    return a->lr;
+    FM_CHECK(o->schedule >= 0 && o->schedule < NSCHEDULES, "unknown learning-rate schedule %d", o->schedule);
+    if (o->warmup > 0 && step <= o->warmup) return o->lr * (double)step / (double)o->warmup;
+    if (total <= o->warmup) return o->lr;
+    return schedules[o->schedule].lr(o, (double)(step - o->warmup) / (double)(total - o->warmup));
 }
 
-void fm_adam_step(float *restrict p, float *restrict m, float *restrict v, const float *restrict g, size_t n,
-                  const fm_adam *a, long step, double lr)
+void fm_optim_adam_step(float *restrict p, float *restrict m, float *restrict v, const float *restrict g, size_t n,
+                        const fm_optim *a, long step, double lr)
 {
     const float b1 = (float)a->beta1, b2 = (float)a->beta2;
     const float step_size = (float)(lr / (1.0 - pow(a->beta1, (double)step)));
@@ -46,13 +60,4 @@ double fm_optim_clip(float *g, size_t n, double clip)
         for (size_t i = 0; i < n; i++) g[i] *= s;
     }
     return norm;
-}
-
-static const char *const sched_names[] = {"constant", "cosine"};
-
-int fm_optim_schedule_parse(const char *name)
-{
-    for (int i = 0; i < 2; i++)
-        if (strcmp(name, sched_names[i]) == 0) return i;
-    return -1;
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fm/clock.h"
+#include "fm/config.h"
 #include "fm/error.h"
 
 static void duration(char *out, size_t cap, double s)

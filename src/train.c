@@ -10,46 +10,38 @@
 #include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/error.h"
-#include "fm/optim.h"
-#include "fm/path.h"
+#include "fm/kernels.h"
+#include "fm/names.h"
 #include "fm/progress.h"
 #include "fm/rng.h"
-#include "fm/samples.h"
+#include "fm/sample_run.h"
 #include "fm/stop.h"
-
-static fm_dist *target_of(const fm_config *cfg)
-{
-    if (strcmp(cfg->target, "gmm_ring") == 0)
-        return fm_dist_gmm_ring((int)cfg->modes, (float)cfg->radius, (float)cfg->std, (float)cfg->x_offset);
-    if (strcmp(cfg->target, "gmm_random") == 0)
-        return fm_dist_gmm_random((int)cfg->dim, (int)cfg->modes, (float)cfg->scale, (float)cfg->std,
-                                  (uint64_t)cfg->mean_seed);
-    return fm_dist_gaussian((int)cfg->dim, (float)cfg->std);
-}
+#include "fm/version.h"
 
 fm_trainer *fm_trainer_new(const fm_config *cfg)
 {
     const int rank = fm_comm_rank(), P = fm_comm_size();
     fm_trainer *tr = fm_calloc(sizeof *tr);
     tr->cfg = *cfg;
-    fm_mlp_set_threads((int)cfg->threads);
-    char err[256];
-    if (fm_config_model(&tr->mlp, cfg, err, sizeof err)) FM_FATAL("%s", err);
-    tr->path = (fm_path){(fm_schedule)fm_path_parse(cfg->schedule), cfg->eps, cfg->sigma_min};
-    tr->adam = (fm_adam){cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
-                         (fm_lr_schedule)fm_optim_schedule_parse(cfg->lr_schedule), cfg->warmup};
-    const size_t n = tr->mlp.nparams, D = (size_t)cfg->dim;
+    fm_kern_blas_threads((int)cfg->threads);
+    char err[512];
+    /* The config was validated: a failure here is a bug, not bad input. */
+    if (fm_model_build(&tr->model, cfg, err, sizeof err) || fm_target_build(&tr->target, cfg, err, sizeof err))
+        FM_FATAL("%s", err);
+    tr->path = (fm_path){fm_names_find(fm_path_schedule_name, cfg->schedule), cfg->eps, cfg->sigma_min};
+    tr->optim = (fm_optim){cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
+                           fm_names_find(fm_optim_schedule_name, cfg->lr_schedule), cfg->warmup};
+    const size_t n = tr->model.nparams, D = (size_t)tr->model.dim;
     tr->params = fm_malloc(sizeof(float) * n);
-    tr->grad = fm_malloc(sizeof(float) * (n + 2));
+    tr->grad = fm_malloc(sizeof(float) * (n + FM_NSLOTS));
     tr->m = fm_calloc(sizeof(float) * n);
     tr->v = fm_calloc(sizeof(float) * n);
-    if (rank == 0) fm_mlp_init(tr->params, &tr->mlp, (uint64_t)cfg->seed);
+    if (rank == 0) tr->model.ops->init(tr->params, &tr->model, (uint64_t)cfg->seed);
     fm_comm_bcast(tr->params, sizeof(float) * n);
 
     tr->i0 = cfg->batch * rank / P;
     tr->nloc = cfg->batch * (rank + 1) / P - tr->i0;
     tr->source = fm_dist_gaussian((int)D, (float)cfg->source_std);
-    tr->target = target_of(cfg);
     tr->mb = (int)(cfg->microbatch < tr->nloc ? cfg->microbatch : (tr->nloc > 0 ? tr->nloc : 1));
     const size_t mb = (size_t)tr->mb;
     tr->t = fm_malloc(sizeof(float) * mb);
@@ -58,7 +50,8 @@ fm_trainer *fm_trainer_new(const fm_config *cfg)
     tr->xt = fm_malloc(sizeof(float) * mb * D);
     tr->u = fm_malloc(sizeof(float) * mb * D);
     tr->dout = fm_malloc(sizeof(float) * mb * D);
-    tr->work = fm_mlp_work_new(&tr->mlp, tr->mb);
+    tr->y = fm_malloc(sizeof(int) * mb);
+    tr->work = fm_model_work_new(&tr->model, tr->mb);
     /* Every rank must make the same collective calls, so overlap needs every shard non-empty. */
     tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P;
     return tr;
@@ -68,40 +61,41 @@ void fm_trainer_free(fm_trainer *tr)
 {
     if (!tr) return;
     free(tr->params); free(tr->grad); free(tr->m); free(tr->v);
-    free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout);
+    free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout); free(tr->y);
     fm_dist_free(tr->source);
-    fm_dist_free(tr->target);
-    fm_mlp_work_free(tr->work);
+    fm_model_work_free(tr->work);
+    fm_target_free(&tr->target);
+    fm_model_free(&tr->model);
     free(tr);
 }
 
-/* Overlap: the gradient slice of a finished layer starts its all-reduce at once. The last
- * layer's slice runs to the end of the buffer, so the loss and stop slots travel with it. */
-static void layer_done(void *ctx, int l)
+/* Overlap: a finished gradient range starts its all-reduce at once. The range that ends the
+ * parameters runs on over the slots, so the loss and the stop request travel with it. */
+static void grad_done(void *ctx, size_t lo, size_t hi)
 {
     fm_trainer *tr = ctx;
-    const fm_mlp *m = &tr->mlp;
-    const size_t end = l == m->nlayers - 1 ? m->nparams + 2 : m->w_off[l + 1];
-    fm_comm_iallreduce_sum(tr->grad + m->w_off[l], end - m->w_off[l]);
+    if (hi == tr->model.nparams) hi += FM_NSLOTS;
+    fm_comm_iallreduce_sum(tr->grad + lo, hi - lo);
     fm_comm_progress();
 }
 
 fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
 {
     const fm_config *cfg = &tr->cfg;
-    const size_t n = tr->mlp.nparams;
-    const int D = (int)cfg->dim;
+    const size_t n = tr->model.nparams;
+    float *slots = tr->grad + n;
+    const int D = tr->model.dim;
     const long step = tr->step + 1; /* the step being taken; its draws use counter `step` */
     const uint64_t seed = (uint64_t)cfg->seed;
-    const fm_adam *adam = &tr->adam;
+    const fm_optim *optim = &tr->optim;
     /* Each shard's gradient is its samples' sum divided by B*D: the all-reduced sum is the
      * global batch's gradient however the batch is split. */
     const float scale = 1.0f / (float)((double)cfg->batch * D);
     fm_step_times tm = {0};
     double loss = 0.0, t0 = fm_now(), t1;
 
-    memset(tr->grad, 0, sizeof(float) * (n + 2));
-    fm_mlp_pack(tr->work, &tr->mlp, tr->params); /* the params Adam changed last step */
+    memset(tr->grad, 0, sizeof(float) * (n + FM_NSLOTS));
+    fm_model_prepare(tr->work, tr->params); /* the params the optimiser changed last step */
     const int overlap = tr->overlap;
     /* Microbatches keep one pass's activations in cache; each is drawn, run and differentiated
      * before the next. */
@@ -111,32 +105,34 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         const uint32_t first = (uint32_t)(tr->i0 + c0);
         fm_rng_uniform_rows(tr->t, seed, (uint32_t)step, first, FM_STREAM_T, nb);
         fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
-        fm_dist_sample(tr->z, tr->target, seed, (uint32_t)step, first, FM_STREAM_Z, nb);
+        fm_target_draw(tr->z, tr->y, &tr->target, seed, (uint32_t)step, first, nb);
         fm_path_sample(tr->xt, tr->u, &tr->path, tr->t, tr->x0, tr->z, nb, D);
         t1 = fm_now(); tm.draw += t1 - t0; t0 = t1;
-        const float *out = fm_mlp_forward(tr->work, &tr->mlp, tr->params, tr->xt, tr->t, nb);
-        loss += fm_mlp_loss(tr->dout, out, tr->u, nb, D, scale);
+        const fm_model_in in = {tr->xt, tr->t, 0.0f, tr->model.classes > 0 ? tr->y : NULL, nb};
+        const float *out = fm_model_forward(tr->work, tr->params, &in);
+        loss += fm_path_loss(tr->dout, out, tr->u, nb, D, scale);
         t1 = fm_now(); tm.forward += t1 - t0; t0 = t1;
         if (last) {
             /* Everything the all-reduce carries besides gradients is known now. */
-            tr->grad[n] = (float)(scale * loss);
+            slots[FM_SLOT_LOSS] = (float)(scale * loss);
             if (fm_comm_rank() == 0 && fm_fault("nan_at_step", step)) tr->grad[0] = NAN; /* test-only */
             /* Every rank's stop request travels with the gradient: all stop at the same step. */
-            tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
+            slots[FM_SLOT_STOP] = fm_stop_requested() ? 1.0f : 0.0f;
         }
-        fm_mlp_backward(tr->grad, tr->work, &tr->mlp, tr->params, tr->dout, nb, overlap && last ? layer_done : NULL, tr);
+        fm_model_backward(tr->grad, tr->work, tr->params, tr->dout, nb, overlap && last ? grad_done : NULL, tr);
         t1 = fm_now(); tm.backward += t1 - t0; t0 = t1;
     }
-    if (tr->nloc == 0) tr->grad[n + 1] = fm_stop_requested() ? 1.0f : 0.0f;
+    if (tr->nloc == 0) slots[FM_SLOT_STOP] = fm_stop_requested() ? 1.0f : 0.0f;
     if (overlap) fm_comm_wait();
-    else fm_comm_allreduce_sum(tr->grad, n + 2);
+    else fm_comm_allreduce_sum(tr->grad, n + FM_NSLOTS);
     t1 = fm_now(); tm.allreduce += t1 - t0; t0 = t1;
 
-    fm_step_result r = {tr->grad[n], 0.0, fm_optim_lr(adam, step, cfg->steps), 1, tr->grad[n + 1] > 0.0f};
-    r.grad_norm = fm_optim_clip(tr->grad, n, adam->clip);
+    fm_step_result r = {slots[FM_SLOT_LOSS], 0.0, fm_optim_lr(optim, step, cfg->steps), 1, slots[FM_SLOT_STOP] > 0.0f};
+    r.grad_norm = fm_optim_clip(tr->grad, n, optim->clip);
     r.finite = isfinite(r.loss) && isfinite(r.grad_norm);
     if (r.finite) {
-        fm_adam_step(tr->params, tr->m, tr->v, tr->grad, n, adam, step, r.lr);
+        fm_optim_adam_step(tr->params, tr->m, tr->v, tr->grad, n, optim, step, r.lr);
+        fm_model_changed(tr->work);
         tr->step = step;
     }
     tm.optim += fm_now() - t0;
@@ -175,7 +171,9 @@ static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const ch
         fm_ckpt_free(&c);
         return -1;
     }
-    const size_t n = tr->mlp.nparams;
+    const size_t n = tr->model.nparams;
+    FM_CHECK(fm_comm_rank() != 0 || c.model.nparams == n, "checkpoint of %zu parameters for a model of %zu",
+             c.model.nparams, n);
     long step = c.step;
     if (fm_comm_rank() == 0) {
         memcpy(tr->params, c.params, sizeof(float) * n);
@@ -193,6 +191,7 @@ static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const ch
     fm_comm_bcast(tr->params, sizeof(float) * n);
     fm_comm_bcast(tr->m, sizeof(float) * n);
     fm_comm_bcast(tr->v, sizeof(float) * n);
+    fm_model_changed(tr->work);
     tr->step = step;
     fm_ckpt_free(&c);
     return 0;
@@ -204,8 +203,8 @@ static int checkpoint(const fm_trainer *tr, const fm_history *hist, const char *
                       char *err, int cap)
 {
     const fm_config *cfg = &tr->cfg;
-    if (fm_ckpt_write(path, config_text, tr->target, &tr->mlp, tr->params, tr->m, tr->v, tr->step, hist, err, cap))
-        return -1;
+    const fm_ckpt_state s = {config_text, &tr->model, &tr->target, tr->params, tr->m, tr->v, tr->step, hist};
+    if (fm_ckpt_write(path, &s, err, cap)) return -1;
     if (cfg->keep_checkpoints == 0) return 0;
     const int keep = (int)cfg->keep_checkpoints + (tr->step == cfg->steps ? 1 : 0);
     return fm_ckpt_keep(cfg->dir, tr->step, keep, err, cap);
@@ -241,10 +240,10 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
     if (rank == 0) {
         /* Room for every row this run records: no allocation inside the step loop. */
         fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every));
-        printf("fmtrain %s: %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
-               "%zu parameters, steps %ld to %ld\n", FM_VERSION_STRING, P, P > 1 ? "s" : "", cfg->threads,
+        printf("fmtrain %s (%s): %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
+               "%zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(), P, P > 1 ? "s" : "", cfg->threads,
                cfg->threads > 1 ? "s" : "", cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb,
-               tr->overlap ? "on" : "off", tr->mlp.nparams, tr->step, cfg->steps);
+               tr->overlap ? "on" : "off", tr->model.nparams, tr->step, cfg->steps);
         printf("---- effective config ----\n%s--------------------------\n", config_text);
         fflush(stdout);
     }
@@ -298,7 +297,7 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
         fflush(stdout);
     }
     if (status == 0 && cfg->sample_n > 0) {
-        int ok = fm_samples_run(samples_path, cfg, config_text, &tr->mlp, tr->params, tr->step, err, sizeof err) == 0;
+        int ok = fm_sample_run(samples_path, cfg, config_text, &tr->model, tr->params, tr->step, err, sizeof err) == 0;
         if (!ok && rank == 0) fm_error_print(err);
         if (!ok) status = 1;
     }

@@ -18,9 +18,10 @@
 #include "fm/comm.h"
 #include "fm/config.h"
 #include "fm/error.h"
+#include "fm/names.h"
+#include "fm/ode.h"
 #include "fm/rng.h"
-#include "fm/sampler.h"
-#include "fm/samples.h"
+#include "fm/sample_run.h"
 #include "fm/train.h"
 
 static int cmp_double(const void *a, const void *b)
@@ -52,18 +53,6 @@ static double sgemm_peak(void)
     }
     free(a); free(b); free(c);
     return median(g, 5);
-}
-
-/* FLOPs of the matrix products of one sample: forward, and backward (weight and input gradients;
- * no input gradient for the first layer). */
-static void mlp_flops(const fm_mlp *m, double *fwd, double *bwd)
-{
-    *fwd = *bwd = 0.0;
-    for (int l = 0; l < m->nlayers; l++) {
-        double f = 2.0 * m->dims[l] * m->dims[l + 1];
-        *fwd += f;
-        *bwd += l > 0 ? 2.0 * f : f;
-    }
 }
 
 int main(int argc, char **argv)
@@ -127,7 +116,7 @@ int main(int argc, char **argv)
         parts[3][s] = tm.allreduce; parts[4][s] = tm.optim;
     }
     double fwd, bwd;
-    mlp_flops(&tr->mlp, &fwd, &bwd);
+    tr->model.ops->flops(&fwd, &bwd, &tr->model);
     const double step_flops = (double)cfg.batch * (fwd + bwd);
     double med[6];
     med[0] = median(t_step, steps);
@@ -140,7 +129,7 @@ int main(int argc, char **argv)
     float *x = malloc(sizeof(float) * (size_t)(nloc > 0 ? nloc : 1) * cfg.dim);
     fm_comm_barrier();
     double ts = fm_now();
-    fm_samples_integrate(x, NULL, &cfg, &tr->mlp, tr->params, (uint64_t)r0, (uint64_t)nloc, 0);
+    fm_sample_run_integrate(x, NULL, &cfg, &tr->model, tr->params, (uint64_t)r0, (uint64_t)nloc, 0);
     double sample_time[2] = {fm_now() - ts, 0.0};
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -151,13 +140,14 @@ int main(int argc, char **argv)
     if (rank == 0) peak = sgemm_peak();
     fm_comm_bcast(&peak, sizeof peak);
     const double traj_steps = (double)sample_n * (double)cfg.sample_steps;
-    const double sample_flops = traj_steps * fm_sampler_evals((fm_solver)fm_sampler_parse(cfg.solver)) * fwd;
+    const double sample_flops = traj_steps * fm_ode_evals(fm_names_find(fm_ode_solver_name, cfg.solver)) * fwd;
 
     if (rank == 0) {
         const double gflops = step_flops / med[0] / 1e9, limit = peak * P;
-        printf("fmbench: %d rank%s x %ld thread%s, model %d", P, P > 1 ? "s" : "", cfg.threads, cfg.threads > 1 ? "s" : "",
-               tr->mlp.dims[0]);
-        for (int l = 1; l <= tr->mlp.nlayers; l++) printf("-%d", tr->mlp.dims[l]);
+        char shape[256];
+        tr->model.ops->describe(shape, sizeof shape, &tr->model);
+        printf("fmbench: %d rank%s x %ld thread%s, model %s %s", P, P > 1 ? "s" : "", cfg.threads,
+               cfg.threads > 1 ? "s" : "", tr->model.ops->name, shape);
         printf(", batch %ld, microbatch %ld, overlap %s\n", cfg.batch, cfg.microbatch, tr->overlap ? "on" : "off");
         printf("  sgemm peak (1 thread, %dx%d)   %8.1f GFLOP/s\n", 1536, 1536, peak);
         printf("  step FLOPs                      %8.1f MFLOP (FLOP time at %d x peak: %.3f ms)\n", step_flops / 1e6, P,
@@ -175,7 +165,8 @@ int main(int argc, char **argv)
             FILE *f = fopen(json, "w");
             FM_CHECK(f, "cannot write %s", json);
             fprintf(f, "{\"ranks\": %d, \"threads\": %ld, \"batch\": %ld, \"microbatch\": %ld, \"overlap\": %d, "
-                    "\"hidden\": \"", P, cfg.threads, cfg.batch, cfg.microbatch, tr->overlap);
+                    "\"model\": \"%s %s\", \"hidden\": \"", P, cfg.threads, cfg.batch, cfg.microbatch, tr->overlap,
+                    tr->model.ops->name, shape);
             for (int l = 0; l < cfg.nhidden; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden[l]);
             fprintf(f, "\", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
                     "\"fraction_of_peak\": %.4f, \"draw_ms\": %.4f, \"forward_ms\": %.4f, \"backward_ms\": %.4f, "

@@ -29,7 +29,7 @@ def test_numpy_forward_matches_fmtrain(seed_runs):
         worst = max(worst, np.max(np.abs(step - u) / (1 + np.abs(u))))
     assert worst < 2e-3, f"numpy velocity differs from fmtrain's steps by {worst:.3g}"
     # ...and a wrong model (another layer's bias changed) would not.
-    ck.biases[-1] = ck.biases[-1] + 0.1
+    ck.params["layer_2/bias"] = ck.params["layer_2/bias"] + 0.1
     u = fmtools.velocity(ck, traj[:, 0], times[0])
     assert np.max(np.abs((traj[:, 1] - traj[:, 0]) / h - u)) > 0.05
 

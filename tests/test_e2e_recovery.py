@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import FMTRAIN, SEED_INI, assert_close_rel, history, params, run, tree_digest
+from conftest import FMTRAIN, SEED_INI, assert_close_rel, history, params, run, skip_unless_required, tree_digest
 
 FAST = ["--sample.n=0", "--train.log_every=25"]
 
@@ -173,8 +173,9 @@ def test_truncated_checkpoint_is_refused(small_run):
     ck = small_run / "checkpoint.h5"
     data = ck.read_bytes()
     ck.write_bytes(data[: len(data) // 2])
-    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run, "checkpoint.h5")
-    _refused(["sample", "--checkpoint", ck, "-o", small_run / "s.h5"], small_run, "checkpoint.h5")
+    why = "checkpoint.h5 is not an HDF5 file (or is truncated): expected an fm checkpoint"
+    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run, why)
+    _refused(["sample", "--checkpoint", ck, "-o", small_run / "s.h5"], small_run, why)
 
 
 def test_corrupt_checkpoint_is_refused(small_run):
@@ -183,7 +184,8 @@ def test_corrupt_checkpoint_is_refused(small_run):
     for i in range(0, len(data), 512):  # every 512th byte flipped, metadata included
         data[i] ^= 0xFF
     ck.write_bytes(bytes(data))
-    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run, "checkpoint.h5")
+    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run,
+             "checkpoint.h5 is not an HDF5 file (or is truncated): expected an fm checkpoint")
 
 
 def test_newer_format_version_is_refused(small_run):
@@ -209,7 +211,7 @@ def _mount_tmpfs(path, opts):
     path.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}): needs root")
+        skip_unless_required(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}): needs root")
 
 
 def test_read_only_output_directory_is_refused(small_run, tmp_path):

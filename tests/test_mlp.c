@@ -3,6 +3,7 @@
 
 #include "check.h"
 #include "fm/mlp.h"
+#include "fm/path.h"
 #include "fm/rng.h"
 
 static double act_d(double x, fm_act a)
@@ -142,12 +143,12 @@ int main(void)
         fm_mlp_work *w = fm_mlp_work_new(&m, n);
         fm_mlp_pack(w, &m, p);
         const float *out = fm_mlp_forward(w, &m, p, x, t, n);
-        fm_mlp_loss(dout, out, u, n, 2, scale);
+        fm_path_loss(dout, out, u, n, 2, scale);
         fm_mlp_backward(g, w, &m, p, dout, n, NULL, NULL);
         int checked;
         int bad = gradcheck(&m, p, g, x, t, u, n, scale, &checked);
-        CHECK(bad == 0, "%s: %d of %zu gradients disagree with finite differences", fm_mlp_act_name((fm_act)act), bad, m.nparams);
-        CHECK(checked > (int)m.nparams * 8 / 10, "%s: only %d of %zu parameters checked", fm_mlp_act_name((fm_act)act), checked, m.nparams);
+        CHECK(bad == 0, "%s: %d of %zu gradients disagree with finite differences", fm_act_name(act), bad, m.nparams);
+        CHECK(checked > (int)m.nparams * 8 / 10, "%s: only %d of %zu parameters checked", fm_act_name(act), checked, m.nparams);
         /* The checker itself catches a wrong gradient: a 1% error in a first-layer weight and a
          * wrong bias in the last layer. */
         size_t k1 = 0;

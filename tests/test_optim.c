@@ -1,4 +1,5 @@
 #include "check.h"
+#include "fm/names.h"
 #include "fm/optim.h"
 
 int main(void)
@@ -13,9 +14,9 @@ int main(void)
     const double want[3][2] = {{0.9900000002, -1.9900000000666667},
                                {0.9873366298707846, -1.9873366296925254},
                                {0.9806301534529153, -1.9857587938199366}};
-    fm_adam a = {0.01, 0.9, 0.999, 1e-8, 0, FM_LR_CONSTANT, 0};
+    fm_optim a = {0.01, 0.9, 0.999, 1e-8, 0, fm_names_find(fm_optim_schedule_name, "constant"), 0};
     for (int s = 0; s < 3; s++) {
-        fm_adam_step(p, m, v, g[s], 2, &a, s + 1, fm_optim_lr(&a, s + 1, 3));
+        fm_optim_adam_step(p, m, v, g[s], 2, &a, s + 1, fm_optim_lr(&a, s + 1, 3));
         for (int i = 0; i < 2; i++) CHECK_NEAR(p[i], want[s][i], 2e-7);
     }
     CHECK_NEAR(m[0], 0.9 * (0.9 * 0.05 + 0.1 * -0.25) + 0.1 * 2.0, 1e-7);
@@ -31,7 +32,7 @@ int main(void)
     CHECK(isnan(fm_optim_norm(bad, 2)), "a NaN gradient must give a NaN norm");
 
     /* Schedules: warmup ramps linearly; cosine reaches half at mid-way and 0 at the end. */
-    fm_adam w = {1.0, 0.9, 0.999, 1e-8, 0, FM_LR_COSINE, 10};
+    fm_optim w = {1.0, 0.9, 0.999, 1e-8, 0, fm_names_find(fm_optim_schedule_name, "cosine"), 10};
     CHECK_NEAR(fm_optim_lr(&w, 5, 110), 0.5, 1e-12);
     CHECK_NEAR(fm_optim_lr(&w, 10, 110), 1.0, 1e-12);
     CHECK_NEAR(fm_optim_lr(&w, 60, 110), 0.5, 1e-12);

@@ -1,4 +1,5 @@
 #include "check.h"
+#include "fm/names.h"
 #include "fm/path.h"
 
 int main(void)
@@ -7,13 +8,13 @@ int main(void)
     const double z = 1.7, x0 = -0.6;
     for (int s = 0; s < 3; s++) {
         /* eps = 0 so that the sqrt schedule's beta' is the exact derivative. */
-        fm_path p = {(fm_schedule)s, 0.0, 0.05};
+        fm_path p = {s, 0.0, 0.05};
         for (int i = 0; i < 7; i++) {
             double t = ts[i], h = 1e-6;
             fm_path_coef a = fm_path_coeffs(&p, t + h), b = fm_path_coeffs(&p, t - h), c = fm_path_coeffs(&p, t);
             double fd = ((a.alpha * z + a.beta * x0) - (b.alpha * z + b.beta * x0)) / (2 * h);
             double u = c.dalpha * z + c.dbeta * x0;
-            CHECK(fabs(fd - u) <= 1e-6 * (1 + fabs(u)), "%s at t=%g: fd %.10g vs u %.10g", fm_path_name(p.schedule), t, fd, u);
+            CHECK(fabs(fd - u) <= 1e-6 * (1 + fabs(u)), "%s at t=%g: fd %.10g vs u %.10g", fm_path_schedule_name(p.schedule), t, fd, u);
             /* The float batch version agrees with the double formula. */
             float tf = (float)t, x0f = (float)x0, zf = (float)z, xt, uf;
             fm_path_sample(&xt, &uf, &p, &tf, &x0f, &zf, 1, 1);
@@ -27,7 +28,7 @@ int main(void)
         CHECK_NEAR(c0.beta, 1.0, 1e-15);
     }
     /* sqrt with eps: finite as t -> 1, bounded by 0.5/eps, and beta' = -0.5/(sqrt(1-t)+eps). */
-    fm_path p = {FM_PATH_SQRT, 1e-4, 0};
+    fm_path p = {fm_names_find(fm_path_schedule_name, "sqrt"), 1e-4, 0};
     const float t1[] = {0.999999f, 1.0f - 1e-7f, 1.0f};
     for (int i = 0; i < 3; i++) {
         float x0f = 1.0f, zf = 0.0f, xt, u;
@@ -38,10 +39,18 @@ int main(void)
     fm_path_coef c = fm_path_coeffs(&p, 0.75);
     CHECK_NEAR(c.dbeta, -0.5 / (0.5 + 1e-4), 1e-15);
     /* linear at t = 1 ends at z + sigma_min x0. */
-    fm_path lin = {FM_PATH_LINEAR, 0, 0.1};
+    fm_path lin = {fm_names_find(fm_path_schedule_name, "linear"), 0, 0.1};
     fm_path_coef l1 = fm_path_coeffs(&lin, 1.0);
     CHECK_NEAR(l1.alpha, 1.0, 1e-15);
     CHECK_NEAR(l1.beta, 0.1, 1e-15);
-    CHECK(fm_path_parse("cosine") == FM_PATH_COSINE && fm_path_parse("Sqrt") == -1, "parse");
+    CHECK(fm_names_find(fm_path_schedule_name, "cosine") == 2 && fm_names_find(fm_path_schedule_name, "Sqrt") == -1,
+          "names");
+    CHECK(fm_path_schedule_name(3) == NULL && fm_path_schedule_name(-1) == NULL, "the list ends");
+    /* The CFM loss: sum of squares, and its gradient 2 scale (out - u). */
+    const float out[4] = {1, 2, 3, 4}, tgt[4] = {0, 2, 5, 4};
+    float dout[4];
+    CHECK_NEAR(fm_path_loss(dout, out, tgt, 2, 2, 0.25f), 5.0, 1e-12);
+    CHECK_NEAR(dout[0], 0.5, 1e-7);
+    CHECK_NEAR(dout[2], -1.0, 1e-7);
     return check_report("test_path");
 }

@@ -1,8 +1,11 @@
 """The HDF5 schema of DESIGN.md section 4, as users' tools (h5py) see it."""
 import configparser
+import subprocess
 
 import h5py
 import numpy as np
+
+from conftest import run
 
 
 def _config_of(f):
@@ -46,17 +49,38 @@ def test_samples_schema(seed_runs):
         np.testing.assert_allclose(f["times"][()], np.linspace(0, 1, 51), atol=1e-7)
         cfg = _config_of(f)
         assert cfg["sample"]["n"] == "300"
-        # Trajectories start from N(0, I) draws: their t = 0 row has mean near 0 and std near 1.
-        x0 = f["trajectories"][:, 0, :]
-        assert np.all(np.abs(x0) < 6)
+        assert f.attrs["fm_git"] and f.attrs["fm_release"]
 
 
-def test_h5dump_reads_both_files(seed_runs):
-    """Users' own tools: h5dump (Debian's hdf5-tools) shows every dataset and attribute."""
-    import subprocess
-    for name, expect in (("checkpoint.h5", ["/model/layer_0/weight", "fm_format", "history"]),
-                         ("samples.h5", ["trajectories", "checkpoint_step", "solver"])):
-        r = subprocess.run(["h5dump", "-H", str(seed_runs[1] / name)], capture_output=True, text=True)
+def test_sampler_draws_x0_from_the_source(seed_runs, tmp_path):
+    """Every trajectory recorded from t = 0: 4000 numbers that must look N(0, 1) (the checkpoint's
+    data.source_std): mean and std within 4 standard errors, and the two-sided 5% tail."""
+    out = tmp_path / "s.h5"
+    run(["sample", "--checkpoint", seed_runs[1] / "checkpoint.h5", "-o", out, "--sample.n=2000",
+         "--sample.trajectories=2000", "--sample.steps=1"])
+    with h5py.File(out, "r") as f:
+        x0 = f["trajectories"][:, 0, :].astype(np.float64).ravel()
+    n = x0.size
+    assert abs(x0.mean()) < 4 / np.sqrt(n), f"x0 mean {x0.mean():.4f}"
+    assert abs(x0.std() - 1.0) < 4 / np.sqrt(2 * n), f"x0 std {x0.std():.4f}, expected 1"
+    assert abs(np.mean(np.abs(x0) > 1.96) - 0.05) < 4 * np.sqrt(0.05 * 0.95 / n), "x0 tails"
+
+
+def test_h5dump_and_h5ls_read_both_files(seed_runs):
+    """Users' own tools (Debian's hdf5-tools): h5ls lists every dataset by its full path, h5dump
+    shows the attributes."""
+    layers = [f"/{g}/layer_{k}/{w}" for g in ("model", "optim/m", "optim/v") for k in range(3) for w in ("weight", "bias")]
+    expect = {
+        "checkpoint.h5": layers + ["/optim/step", "/history/step", "/history/loss", "/history/lr",
+                                   "/history/grad_norm", "/history/time", "/data/target_means", "/data/target_std"],
+        "samples.h5": ["/samples", "/trajectories", "/times"],
+    }
+    for name, paths in expect.items():
+        r = subprocess.run(["h5ls", "-r", str(seed_runs[1] / name)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-        for e in expect:
-            assert e.split("/")[-1] in r.stdout, (name, e)
+        listed = {line.split()[0] for line in r.stdout.splitlines() if "Dataset" in line}
+        assert listed == set(paths), (name, sorted(listed))
+        r = subprocess.run(["h5dump", "-A", str(seed_runs[1] / name)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for a in ("fm_format", "fm_version", "fm_git", "config"):
+            assert f'ATTRIBUTE "{a}"' in r.stdout, (name, a)

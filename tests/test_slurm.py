@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import FMTRAIN, SEED_INI, SOURCE, history, params, run
+from conftest import FMTRAIN, SEED_INI, SOURCE, history, params, run, skip_unless_required
 
 CLUSTER = str(SOURCE / "tests" / "slurm" / "cluster.sh")
 
@@ -20,7 +20,7 @@ CLUSTER = str(SOURCE / "tests" / "slurm" / "cluster.sh")
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     if os.geteuid() != 0 or not shutil.which("slurmctld", path="/usr/sbin:/usr/bin"):
-        pytest.skip("needs root and Debian's slurmctld slurmd slurm-client munge (jobs/install-deps.sh --test)")
+        skip_unless_required("needs root and Debian's slurmctld slurmd slurm-client munge (jobs/install-deps.sh --test)")
     d = tmp_path_factory.mktemp("slurm")
     r = subprocess.run(["bash", CLUSTER, "start", str(d)], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:

@@ -1,45 +1,37 @@
-/* Checkpoints: the HDF5 schema of DESIGN.md section 4, written atomically, read with checks. */
+/* Checkpoints: the HDF5 schema of DESIGN.md section 4, laid out by the model's tensor table,
+ * written atomically, read with checks. */
 #ifndef FM_CKPT_H
 #define FM_CKPT_H
 
-#include <stddef.h>
-#include <stdint.h>
-
 #include "fm/config.h"
-#include "fm/dist.h"
-#include "fm/mlp.h"
+#include "fm/history.h"
+#include "fm/model.h"
+#include "fm/target.h"
 
-#define FM_FORMAT_VERSION 1
-
-/* One row per recorded step; rank 0 keeps it and every checkpoint carries all of it. */
-typedef struct {
-    size_t n, cap;
-    int64_t *step;
-    float *loss, *lr, *grad_norm;
-    double *time; /* seconds of training since the run began, summed over resumes */
-} fm_history;
-
-void fm_history_reserve(fm_history *h, size_t cap);
-void fm_history_push(fm_history *h, int64_t step, float loss, float lr, float grad_norm, double time);
-void fm_history_free(fm_history *h);
-
-/* Everything a checkpoint holds. */
+/* What a checkpoint holds, read back. */
 typedef struct {
     fm_config cfg;
     char *config_text;
-    fm_mlp mlp;
-    float *params, *m, *v; /* [mlp.nparams] each, one layout */
+    fm_model model;              /* built from the stored config */
+    float *params, *m, *v;       /* [model.nparams] each, one layout */
     long step;
     fm_history hist;
 } fm_ckpt;
 
-/* Writes path atomically: a temporary file beside it, flushed and fsync'ed, then renamed over
- * it. On failure path is untouched and err says why. The target's means go in too
- * (/data/target_means with attribute std), so that tools need not regenerate them. */
-int fm_ckpt_write(const char *path, const char *config_text, const fm_dist *target, const fm_mlp *m,
-                  const float *params,
-                  const float *adam_m, const float *adam_v, long step, const fm_history *h, char *err,
-                  int cap);
+/* What a checkpoint is written from (borrowed). */
+typedef struct {
+    const char *config_text;
+    const fm_model *model;
+    const fm_target *target;     /* its arrays go under /data, so tools need not regenerate them */
+    const float *params, *m, *v; /* [model->nparams] each */
+    long step;
+    const fm_history *hist;
+} fm_ckpt_state;
+
+/* Writes path atomically: a temporary file beside it, flushed and fsync'ed, renamed over path,
+ * then the directory fsync'ed. On failure err names the dataset or the call that failed, and
+ * path is untouched. */
+int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap);
 
 /* Keeps dir/checkpoint.h5 as dir/checkpoint_STEP.h5 too (a hard link: no copy), then deletes
  * all but the newest `keep` numbered checkpoints. */
@@ -49,11 +41,7 @@ int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap);
 int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap);
 void fm_ckpt_free(fm_ckpt *c);
 
-/* fsync a file, or the directory that holds path (so a rename in it is durable). */
-int fm_fsync_path(const char *path);
-int fm_fsync_dir_of(const char *path);
-
-/* Prints what an fm file holds: format, version, step, datasets and config. */
+/* Prints what an fm file holds: format, version, build, model, step, datasets and config. */
 int fm_ckpt_info(const char *path, char *err, int cap);
 
 #endif

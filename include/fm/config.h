@@ -4,21 +4,21 @@
 #ifndef FM_CONFIG_H
 #define FM_CONFIG_H
 
-#include "fm/mlp.h"
-
 #define FM_NAME_MAX 32
 #define FM_PATH_MAX 1024
+#define FM_CONFIG_MAX_LIST 16 /* entries of a list key, plus one */
 
 typedef struct {
     /* [data] */
-    char target[FM_NAME_MAX]; /* gmm_ring | gmm_random | gaussian */
+    char target[FM_NAME_MAX]; /* a name of fm_target_name */
     long dim, modes, mean_seed;
     double radius, std, x_offset, scale, source_std;
     /* [path] */
     char schedule[FM_NAME_MAX];
     double eps, sigma_min;
     /* [model] */
-    int hidden[FM_MLP_MAX_LAYERS];
+    char model_type[FM_NAME_MAX]; /* a name of fm_model_type_name */
+    int hidden[FM_CONFIG_MAX_LIST];
     long nhidden;
     char activation[FM_NAME_MAX], time_embed[FM_NAME_MAX];
     /* [optim] */
@@ -45,7 +45,8 @@ int fm_config_load_string(fm_config *c, const char *text, const char *origin, ch
 /* Sets one key from "section.key" and a value string; 0, or -1 with one line in err. */
 int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err, int cap);
 
-/* Checks between keys (a ring target is 2-D, trajectories <= n, ...); 0, or -1 with err. */
+/* Checks between keys: the target and the model build (a ring target is 2-D, ...), sample
+ * indices fit; 0, or -1 with err. */
 int fm_config_validate(const fm_config *c, char *err, int cap);
 
 /* The effective config as INI text (malloc'd; caller frees). */
@@ -55,9 +56,6 @@ char *fm_config_dump(const fm_config *c);
  * into out; fixed = 1: only the keys a resume must not change (model, target, path, seed,
  * batch), fixed = 0: only the others. Returns how many differ. */
 int fm_config_diff(char *out, int cap, const fm_config *a, const fm_config *b, int fixed);
-
-/* The MLP shape a config describes ([model] and data.dim); -1 with err when it is invalid. */
-int fm_config_model(fm_mlp *m, const fm_config *c, char *err, int cap);
 
 /* Writes the table of keys (name, default, meaning) as Markdown, for the README. */
 void fm_config_print_keys(void);

@@ -33,6 +33,9 @@ int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank,
 /* Attributes on the object at path obj ("/" for the root). Strings are UTF-8, variable length. */
 int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value);
 int fm_h5_attr_i64(fm_h5 f, const char *obj, const char *name, int64_t value);
+/* The root attributes of every fm file: fm_format (format), fm_version (FM_FORMAT_VERSION),
+ * fm_git (the build's git describe) and fm_release. */
+int fm_h5_stamp(fm_h5 f, const char *format);
 /* Reads; -1 when missing or of another kind. The string is malloc'd. */
 int fm_h5_attr_read_str(fm_h5 f, const char *obj, const char *name, char **value);
 int fm_h5_attr_read_i64(fm_h5 f, const char *obj, const char *name, int64_t *value);

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "fm/mlp.h"
+#include "fm/act.h"
 
 /* Matrices [n, m] below are row-major with a row stride ld >= m where one is given (the MLP pads
  * wide rows: a stride of a multiple of 4 KB would put a column's every row in one cache set). */
@@ -23,6 +23,10 @@ void fm_kern_bias_act(float *pre /* [n, out] ld */, float *post /* [n, out] ld *
 /* g *= act'(pre), from pre, post and aux of the forward. */
 void fm_kern_act_backward(float *g /* [n] */, const float *pre /* [n] */, const float *post /* [n] */,
                           const float *aux /* [n] */, size_t n, fm_act act);
+
+/* Threads of the BLAS behind the wide layers' products (one per rank by default: the MPI
+ * convention). */
+void fm_kern_blas_threads(int threads);
 
 /* exp(x) as the kernels compute it (for tests). */
 float fm_kern_exp(float x);

@@ -1,16 +1,20 @@
-/* The vector field u_theta(x, t): an MLP on concat(x, t), activations between layers, a linear
- * output of size dim. Parameters live in one flat float buffer ([out, in] row-major weight, then
- * bias, layer after layer, like PyTorch's nn.Linear); gradients and Adam moments use the same
- * layout, so all-reduce, clipping, Adam and checkpointing are each one loop. */
+/* The MLP vector field u_theta(x, t), the seed's model (model.type = mlp): an MLP on concat(x, t),
+ * activations between layers, a linear output of size dim. Its tensors, layer after layer, are
+ * layer_K/weight [out, in] (row-major, like PyTorch's nn.Linear) and layer_K/bias [out].
+ * fm_mlp_ops puts it behind the model interface; the functions below are its parts, public for
+ * the tests. */
 #ifndef FM_MLP_H
 #define FM_MLP_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define FM_MLP_MAX_LAYERS 16
+#include "fm/act.h"
+#include "fm/model.h"
 
-typedef enum { FM_ACT_SILU = 0, FM_ACT_RELU = 1, FM_ACT_TANH = 2 } fm_act;
+#define FM_MLP_MAX_LAYERS FM_CONFIG_MAX_LIST
+
+extern const fm_model_ops fm_mlp_ops;
 
 typedef struct {
     int nlayers;                       /* linear layers = hidden layers + 1 */
@@ -33,7 +37,6 @@ typedef struct {
     float *wt;                         /* [dims[0], dims[1]] layer 0 weight transposed */
     float *pad;                        /* [32 max dim + 16 cap] narrow layers' scratch */
     float *wt16[FM_MLP_MAX_LAYERS];    /* narrow layer l's weight packed [dims[l], 16], else NULL */
-    const float *packed;               /* the params fm_mlp_pack packed */
     float *w0x, *b0t, *t_row;          /* fm_mlp_forward_at: [dims[1], dim], [dims[1]], [cap] */
 } fm_mlp_work;
 
@@ -55,30 +58,14 @@ void fm_mlp_pack(fm_mlp_work *w, const fm_mlp *m, const float *params);
 const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params,
                             const float *x /* [n, dim] */, const float *t /* [n] */, int n);
 
-/* Called by the backward as soon as layer l's gradient is complete (last layer first): the
- * hook that lets the all-reduce of layer l overlap the backward of the layers below it. */
-typedef void (*fm_mlp_layer_done)(void *ctx, int layer);
-
 /* The same with one t for every row (the sampler's case): layer 0 folds t into its bias. */
 const float *fm_mlp_forward_at(fm_mlp_work *w, const fm_mlp *m, const float *params,
                                const float *x /* [n, dim] */, float t, int n);
 
 /* Backward from dL/d(output); adds dL/dparams into grad (call forward on the same batch first).
- * done may be NULL. */
+ * done (may be NULL) hears of each layer's gradient range as soon as it is complete. */
 void fm_mlp_backward(float *grad /* [nparams] */, fm_mlp_work *w, const fm_mlp *m,
                      const float *params, const float *dout /* [n, dim] */, int n,
-                     fm_mlp_layer_done done, void *ctx);
-
-/* Squared error: dout = 2 * scale * (out - target); returns sum ||out - target||^2.
- * With scale = 1/(B*D) over the global batch B this is DESIGN.md's loss and its gradient. */
-double fm_mlp_loss(float *dout /* [n, dim] */, const float *out /* [n, dim] */,
-                   const float *target /* [n, dim] */, int n, int dim, float scale);
-
-/* Threads of the BLAS behind every product (one per rank by default: the MPI convention). */
-void fm_mlp_set_threads(int threads);
-
-/* "silu" | "relu" | "tanh" -> activation; -1 when unknown. */
-int fm_mlp_act_parse(const char *name);
-const char *fm_mlp_act_name(fm_act a);
+                     fm_model_grad_done done, void *ctx);
 
 #endif

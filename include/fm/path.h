@@ -1,11 +1,10 @@
-/* Gaussian conditional probability paths x_t = alpha_t z + beta_t x0 (DESIGN.md section 1). */
+/* Gaussian conditional probability paths x_t = alpha_t z + beta_t x0 (DESIGN.md section 1), and
+ * the CFM loss against their target velocity. */
 #ifndef FM_PATH_H
 #define FM_PATH_H
 
-typedef enum { FM_PATH_SQRT = 0, FM_PATH_LINEAR = 1, FM_PATH_COSINE = 2 } fm_schedule;
-
 typedef struct {
-    fm_schedule schedule;
+    int schedule;     /* index in the schedule list (fm_path_schedule_name) */
     double eps;       /* sqrt: beta' = -0.5 / (sqrt(1-t) + eps), keeps the target finite at t -> 1 */
     double sigma_min; /* linear: beta = 1 - (1 - sigma_min) t */
 } fm_path;
@@ -13,6 +12,9 @@ typedef struct {
 typedef struct {
     double alpha, beta, dalpha, dbeta;
 } fm_path_coef;
+
+/* "sqrt" "linear" "cosine": the list of fm/names.h. */
+const char *fm_path_schedule_name(int i);
 
 fm_path_coef fm_path_coeffs(const fm_path *p, double t);
 
@@ -22,8 +24,9 @@ void fm_path_sample(float *xt /* [n, dim] */, float *u /* [n, dim] */, const fm_
                     const float *t /* [n] */, const float *x0 /* [n, dim] */,
                     const float *z /* [n, dim] */, int n, int dim);
 
-/* "sqrt" | "linear" | "cosine" -> schedule; -1 when unknown. */
-int fm_path_parse(const char *name);
-const char *fm_path_name(fm_schedule s);
+/* The CFM loss of n samples: returns sum ||out - u||^2 and sets dout = 2 scale (out - u). With
+ * scale = 1/(B*D) over the global batch B it is DESIGN.md's loss and its gradient. */
+double fm_path_loss(float *dout /* [n, dim] */, const float *out /* [n, dim] */,
+                    const float *u /* [n, dim] */, int n, int dim, float scale);
 
 #endif

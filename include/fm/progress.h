@@ -6,7 +6,7 @@
 
 #include <stdio.h>
 
-#include "fm/ckpt.h"
+#include "fm/history.h"
 
 typedef struct {
     FILE *tsv;

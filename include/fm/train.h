@@ -5,9 +5,14 @@
 
 #include "fm/config.h"
 #include "fm/dist.h"
-#include "fm/mlp.h"
+#include "fm/model.h"
 #include "fm/optim.h"
 #include "fm/path.h"
+#include "fm/target.h"
+
+/* After its nparams gradients the flat gradient buffer carries what the all-reduce sums with
+ * them: the shard's loss, and its stop request (a signal). */
+enum { FM_SLOT_LOSS = 0, FM_SLOT_STOP = 1, FM_NSLOTS = 2 };
 
 /* Seconds spent in each part of the steps taken, summed. */
 typedef struct {
@@ -24,18 +29,22 @@ typedef struct {
 
 typedef struct {
     fm_config cfg;
-    fm_mlp mlp;
+    fm_model model;
     fm_path path;
-    fm_adam adam;
-    float *params, *grad, *m, *v; /* [nparams] each, one layout; grad has 2 more: loss, stop */
+    fm_optim optim;
+    float *params, *m, *v;        /* [nparams] each, one layout */
+    float *grad;                  /* [nparams + FM_NSLOTS]: the same layout, then the slots */
     long step;                    /* steps done */
     long i0, nloc;                /* this rank's shard of every global batch: [i0, i0 + nloc) */
-    fm_dist *source, *target;
+    fm_dist *source;              /* x0 ~ N(0, source_std^2 I) */
+    fm_target target;             /* z (and labels) */
     /* per-microbatch buffers */
     int mb;
-    float *t, *x0, *z, *xt, *u, *dout; /* [mb] / [mb, D] */
-    fm_mlp_work *work;
-    int overlap;                  /* all-reduce per layer during the backward */
+    float *t;                     /* [mb] */
+    float *x0, *z, *xt, *u, *dout; /* [mb, D] */
+    int *y;                       /* [mb] labels, when the target has classes */
+    fm_model_work *work;
+    int overlap;                  /* all-reduce each finished gradient range during the backward */
 } fm_trainer;
 
 /* Collective: builds the model, initialises the parameters on rank 0 and broadcasts them. */

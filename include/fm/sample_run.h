@@ -2,22 +2,22 @@
  * [floor(rN/P), floor((r+1)N/P)) holds it, its x0 drawn from (sample.seed, j); every rank
  * integrates its own and all write OUTDIR/samples.h5 together (a hyperslab each, collective
  * I/O), so the file is the same for any number of ranks. */
-#ifndef FM_SAMPLES_H
-#define FM_SAMPLES_H
+#ifndef FM_SAMPLE_RUN_H
+#define FM_SAMPLE_RUN_H
 
 #include "fm/config.h"
-#include "fm/mlp.h"
+#include "fm/model.h"
 
 /* This rank's share of the integration, no I/O: rows r0 .. r0+nloc of the n trajectories
  * (x0 of row j from (sample.seed, j)) integrated to x; the first mloc also recorded in traj.
  * In chunks of sample.batch rows, each integrated to t = 1 while it is in cache. */
-void fm_samples_integrate(float *x /* [nloc, dim] */, float *traj /* [mloc, steps + 1, dim] */,
-                          const fm_config *cfg, const fm_mlp *m, const float *params, uint64_t r0,
-                          uint64_t nloc, uint64_t mloc);
+void fm_sample_run_integrate(float *x /* [nloc, dim] */, float *traj /* [mloc, steps + 1, dim] */,
+                             const fm_config *cfg, const fm_model *m, const float *params, uint64_t r0,
+                             uint64_t nloc, uint64_t mloc);
 
 /* Collective. Writes path atomically (temporary file, then rename by rank 0).
  * Returns 0, or -1 with err on the rank that failed (the caller agrees with the others). */
-int fm_samples_run(const char *path, const fm_config *cfg, const char *config_text, const fm_mlp *m,
-                   const float *params, long checkpoint_step, char *err, int cap);
+int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
+                  const float *params, long checkpoint_step, char *err, int cap);
 
 #endif

@@ -1,4 +1,4 @@
-#include "fm/samples.h"
+#include "fm/sample_run.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -6,14 +6,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fm/ckpt.h"
 #include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/dist.h"
+#include "fm/durable.h"
 #include "fm/error.h"
 #include "fm/h5io.h"
+#include "fm/names.h"
+#include "fm/ode.h"
 #include "fm/rng.h"
-#include "fm/sampler.h"
 
 /* How many trajectories are recorded in full: sample.trajectories, at most sample.n. */
 static uint64_t recorded(const fm_config *cfg)
@@ -36,8 +37,7 @@ static int write_file(const char *tmp, const fm_config *cfg, const char *config_
     const int root = fm_comm_rank() == 0;
     uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
     /* Attributes and dataset creation are collective: every rank makes the same calls. */
-    int rc = fm_h5_attr_str(f, "/", "fm_format", "samples") || fm_h5_attr_i64(f, "/", "fm_version", FM_FORMAT_VERSION) ||
-             fm_h5_attr_str(f, "/", "config", config_text) || fm_h5_attr_str(f, "/", "solver", cfg->solver) ||
+    int rc = fm_h5_stamp(f, "samples") || fm_h5_attr_str(f, "/", "config", config_text) || fm_h5_attr_str(f, "/", "solver", cfg->solver) ||
              fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) || fm_h5_attr_i64(f, "/", "checkpoint_step", checkpoint_step) ||
              fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
              fm_h5_write_f32_rows(f, "/samples", x, 2, sd, r0, nloc) ||
@@ -48,39 +48,41 @@ static int write_file(const char *tmp, const fm_config *cfg, const char *config_
     return fm_comm_all_ok(rc == 0) ? 0 : -1;
 }
 
-void fm_samples_integrate(float *x, float *traj, const fm_config *cfg, const fm_mlp *m, const float *params,
-                          uint64_t r0, uint64_t nloc, uint64_t mloc)
+void fm_sample_run_integrate(float *x, float *traj, const fm_config *cfg, const fm_model *m, const float *params,
+                             uint64_t r0, uint64_t nloc, uint64_t mloc)
 {
-    const int D = (int)cfg->dim;
+    const int D = m->dim;
     const uint64_t T = (uint64_t)cfg->sample_steps + 1;
-    const fm_solver solver = (fm_solver)fm_sampler_parse(cfg->solver);
+    const int solver = fm_names_find(fm_ode_solver_name, cfg->solver);
+    FM_CHECK(solver >= 0, "[sample] solver = '%s' is not a solver", cfg->solver);
     const int chunk = (int)(cfg->sample_batch < (long)nloc ? cfg->sample_batch : (long)nloc);
     if (chunk == 0) return;
     fm_dist *src = fm_dist_gaussian(D, (float)cfg->source_std);
-    fm_sampler_work *w = fm_sampler_work_new(m, chunk);
+    fm_ode_work *w = fm_ode_work_new(m, chunk);
     for (uint64_t c0 = 0; c0 < nloc; c0 += (uint64_t)chunk) {
         const int nb = (int)(nloc - c0 < (uint64_t)chunk ? nloc - c0 : (uint64_t)chunk);
         const int mb = c0 >= mloc ? 0 : (int)(mloc - c0 < (uint64_t)nb ? mloc - c0 : (uint64_t)nb);
         fm_dist_sample(x + c0 * D, src, (uint64_t)cfg->sample_seed, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
-        fm_sampler_integrate(x + c0 * D, mb ? traj + c0 * T * D : NULL, w, m, params, nb, mb, cfg->sample_steps, solver);
+        fm_ode_integrate(x + c0 * D, mb ? traj + c0 * T * D : NULL, w, params, NULL, 1.0f, nb, mb, cfg->sample_steps,
+                         solver);
     }
-    fm_sampler_work_free(w);
+    fm_ode_work_free(w);
     fm_dist_free(src);
 }
 
-int fm_samples_run(const char *path, const fm_config *cfg, const char *config_text, const fm_mlp *m,
-                   const float *params, long checkpoint_step, char *err, int cap)
+int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
+                  const float *params, long checkpoint_step, char *err, int cap)
 {
     const int P = fm_comm_size(), r = fm_comm_rank();
     const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
-    const int D = (int)cfg->dim;
+    const int D = m->dim;
     const uint64_t r0 = N * (uint64_t)r / (uint64_t)P, r1 = N * (uint64_t)(r + 1) / (uint64_t)P;
     const uint64_t nloc = r1 - r0, mloc = r1 <= M ? nloc : (r0 < M ? M - r0 : 0);
     double t0 = fm_now();
 
     float *x = fm_malloc(sizeof(float) * nloc * D);
     float *traj = fm_malloc(sizeof(float) * mloc * T * D);
-    fm_samples_integrate(x, traj, cfg, m, params, r0, nloc, mloc);
+    fm_sample_run_integrate(x, traj, cfg, m, params, r0, nloc, mloc);
     double t1 = fm_now();
 
     char tmp[FM_PATH_MAX + 8];
@@ -88,14 +90,17 @@ int fm_samples_run(const char *path, const fm_config *cfg, const char *config_te
     int rc = write_file(tmp, cfg, config_text, checkpoint_step, x, traj, r0, nloc, mloc);
     free(x);
     free(traj);
-    if (rc == 0 && r == 0 && (fm_fsync_path(tmp) || rename(tmp, path))) rc = -1;
-    if (rc) {
+    int e = 0;
+    if (rc == 0 && r == 0 && (fm_durable_fsync(tmp) || rename(tmp, path) || fm_durable_fsync_dir_of(path))) {
+        rc = -1;
+        e = errno;
+    }
+    if (!fm_comm_all_ok(rc == 0)) {
         if (r == 0) unlink(tmp);
-        fm_errorf(err, cap, "writing samples %s failed (%s)", path, errno ? strerror(errno) : "HDF5 error");
+        fm_errorf(err, cap, "writing samples %s failed (%s)", path, e ? strerror(e) : "HDF5 error or another rank failed");
         return -1;
     }
     if (r == 0) {
-        fm_fsync_dir_of(path);
         double traj_steps = (double)N * (double)cfg->sample_steps;
         printf("sampled %llu x %ld %s steps on %d rank%s in %.2f s (%.3g trajectory-steps/s); wrote %s in %.2f s\n",
                (unsigned long long)N, cfg->sample_steps, cfg->solver, P, P > 1 ? "s" : "", t1 - t0,

@@ -1,0 +1,41 @@
+#include "fm/target.h"
+
+#include <string.h>
+
+#include "fm/error.h"
+#include "fm/names.h"
+#include "fm/target_mixture.h"
+
+/* The registry: one line per target. */
+static const fm_target_ops *const targets[] = {
+    &fm_target_gmm_ring_ops,
+    &fm_target_gmm_random_ops,
+    &fm_target_gaussian_ops,
+};
+#define NTARGETS ((int)(sizeof targets / sizeof targets[0]))
+
+const char *fm_target_name(int i) { return i >= 0 && i < NTARGETS ? targets[i]->name : NULL; }
+
+int fm_target_build(fm_target *t, const fm_config *c, char *err, int cap)
+{
+    memset(t, 0, sizeof *t);
+    const int i = fm_names_find(fm_target_name, c->target);
+    if (i < 0) {
+        char list[256];
+        fm_errorf(err, cap, "[data] target = '%s': allowed: %s", c->target,
+                  fm_names_join(list, sizeof list, fm_target_name, ", "));
+        return -1;
+    }
+    t->ops = targets[i];
+    if (t->ops->build(t, c, err, cap)) {
+        fm_target_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+void fm_target_free(fm_target *t)
+{
+    if (t->ops && t->impl) t->ops->free_impl(t->impl);
+    memset(t, 0, sizeof *t);
+}
