@@ -72,7 +72,7 @@ static const key_spec keys[] = {
     {"train", "keep_checkpoints", T_INT, OFF(keep_checkpoints), 0, 1e6, 0, 0, "0", 0, "also keep the last K numbered checkpoints checkpoint_STEP.h5"},
     {"train", "resume", T_WORD, OFF(resume), 0, 0, "auto never always", 0, "auto", 0,
      "auto: resume when OUTDIR/checkpoint.h5 exists; never: refuse an existing one; always: require one"},
-    {"train", "microbatch", T_INT, OFF(microbatch), 1, 1e9, 0, 0, "128", 0,
+    {"train", "microbatch", T_INT, OFF(microbatch), 1, 1e9, 0, 0, "64", 0,
      "samples per forward/backward pass within a rank's shard (cache tiling; same gradient up to rounding)"},
     {"train", "overlap", T_WORD, OFF(overlap), 0, 0, "on off", 0, "off", 0,
      "on: all-reduce each layer's gradient (MPI_Iallreduce) while the backward goes on below it; off: one MPI_Allreduce after the backward (see README, Performance)"},

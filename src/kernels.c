@@ -33,6 +33,30 @@ float fm_kern_exp(float x) { return exp_fast(x); }
 
 void fm_kern_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
+/* 1 when the kernels that run have 32 vector registers of 16 floats (AVX-512): the narrow layers
+ * then keep 16 vectors of 16 floats in registers. With 16 registers of 8 floats (AVX2) those spill
+ * to the stack at every row (measured 20 times slower), so the narrow kernels block by 8 there.
+ * -1: not yet known; fm_kern_set_wide overrides it for tests. */
+static int wide = -1;
+
+static int wide_registers(void)
+{
+    if (wide < 0) wide = fm_kern_isa()[0] == 'x' && fm_kern_isa()[8] == '4';
+    return wide;
+}
+
+void fm_kern_set_wide(int on) { wide = on < 0 ? -1 : on != 0; }
+
+const char *fm_kern_isa(void)
+{
+#if FM_CLONES_ON
+    __builtin_cpu_init(); /* the same test as the resolver of target_clones */
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+#endif
+    return "baseline";
+}
+
 FM_CLONES static void silu_forward(float *post, float *sig, const float *pre, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -112,10 +136,16 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias)); /* unaligned access */
 typedef int32_t i16v __attribute__((vector_size(64)));
 
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t i8v __attribute__((vector_size(32)));
+
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 ALWAYS_INLINE v16 vload(const float *p) { return *(const v16u *)p; }
 ALWAYS_INLINE void vstore(float *p, v16 v) { *(v16u *)p = v; }
+ALWAYS_INLINE v8 vload8(const float *p) { return *(const v8u *)p; }
+ALWAYS_INLINE void vstore8(float *p, v8 v) { *(v8u *)p = v; }
 
 /* g times act'(pre) on 16 columns, from the forward's pre, post and aux at the same place. */
 ALWAYS_INLINE v16 act_deriv(v16 g, const float *pre, const float *post, const float *aux, const int act)
@@ -124,6 +154,15 @@ ALWAYS_INLINE v16 act_deriv(v16 g, const float *pre, const float *post, const fl
     if (act == FM_ACT_TANH) { const v16 p = vload(post); return g * (1.0f - p * p); }
     const v16 s = vload(aux);
     return g * s * (1.0f + vload(pre) * (1.0f - s));
+}
+
+/* The same on 8 columns. */
+ALWAYS_INLINE v8 act_deriv8(v8 g, const float *pre, const float *post, const float *aux, const int act)
+{
+    if (act == FM_ACT_RELU) return (v8)((i8v)g & (i8v)(vload8(pre) > 0.0f));
+    if (act == FM_ACT_TANH) { const v8 p = vload8(post); return g * (1.0f - p * p); }
+    const v8 s = vload8(aux);
+    return g * s * (1.0f + vload8(pre) * (1.0f - s));
 }
 
 /* One row of the thin layer. Up to 4 inputs (the seed: x, y, t; or x, y in the sampler) in a
@@ -181,9 +220,25 @@ ALWAYS_INLINE void thin_grad_block(float *dW, float *db, const float *g, const f
         for (int k = 0; k < in; k++) dW[(size_t)(j + c) * in + k] += acc[k][c];
 }
 
+/* The same on 8 columns, for 16 registers of 8 floats. */
+ALWAYS_INLINE void thin_grad_block8(float *dW, float *db, const float *g, const float *a, int n, const int in, int ld, int j)
+{
+    v8 acc[FM_THIN_INPUT] = {{0}}, bsum = {0};
+    for (int i = 0; i < n; i++) {
+        const v8 gv = vload8(g + (size_t)i * ld + j);
+        const float *ai = a + (size_t)i * in;
+        bsum += gv;
+        for (int k = 0; k < in; k++) acc[k] += ai[k] * gv;
+    }
+    vstore8(db + j, vload8(db + j) + bsum);
+    for (int c = 0; c < 8; c++)
+        for (int k = 0; k < in; k++) dW[(size_t)(j + c) * in + k] += acc[k][c];
+}
+
 #define THIN_GRAD_CASE(IN) \
     case IN: \
-        for (j = 0; j + 16 <= out; j += 16) thin_grad_block(dW, db, g, a, n, IN, ld, j); \
+        if (wide_registers()) for (j = 0; j + 16 <= out; j += 16) thin_grad_block(dW, db, g, a, n, IN, ld, j); \
+        else for (j = 0; j + 8 <= out; j += 8) thin_grad_block8(dW, db, g, a, n, IN, ld, j); \
         break;
 
 FM_CLONES void fm_kern_thin_weight_grad(float *restrict dW, float *restrict db, const float *restrict g,
@@ -221,6 +276,26 @@ ALWAYS_INLINE void narrow_rows(float *y, const float *a, const float *wt, int K,
     }
 }
 
+/* The same with 16 registers of 8 floats: each row's 16 outputs in two of them. */
+ALWAYS_INLINE void narrow_rows8(float *y, const float *a, const float *wt, int K, int lda, int out, const int R)
+{
+    v8 lo[4] = {{0}}, hi[4] = {{0}};
+    for (int k = 0; k < K; k++) {
+        const v8 w0 = vload8(wt + (size_t)k * 16), w1 = vload8(wt + (size_t)k * 16 + 8);
+        for (int r = 0; r < R; r++) {
+            const float ar = a[(size_t)r * lda + k];
+            lo[r] += ar * w0;
+            hi[r] += ar * w1;
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float tmp[16];
+        vstore8(tmp, lo[r]);
+        vstore8(tmp + 8, hi[r]);
+        memcpy(y + (size_t)r * out, tmp, sizeof(float) * out);
+    }
+}
+
 void fm_kern_narrow_pack(float *wt, const float *W, int K, int out)
 {
     memset(wt, 0, sizeof(float) * 16 * (size_t)K);
@@ -232,8 +307,13 @@ FM_CLONES void fm_kern_narrow_forward(float *restrict y, const float *restrict w
                                       int K, int lda, int out)
 {
     int i = 0;
-    for (; i + 8 <= n; i += 8) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 8);
-    for (; i < n; i++) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 1);
+    if (wide_registers()) { /* 8 rows: 8 registers of outputs, the weight row in a ninth */
+        for (; i + 8 <= n; i += 8) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 8);
+        for (; i < n; i++) narrow_rows(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 1);
+    } else { /* 4 rows of 16 outputs: 8 of AVX2's 16 registers, the weight row in two more */
+        for (; i + 4 <= n; i += 4) narrow_rows8(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 4);
+        for (; i < n; i++) narrow_rows8(y + (size_t)i * out, a + (size_t)i * lda, wt, K, lda, out, 1);
+    }
 }
 
 /* Columns [j, j+16) of the narrow backward, for 16 outputs: dW's 16 column pieces stay in
@@ -263,17 +343,50 @@ ALWAYS_INLINE void narrow_grad_block(float *dW, float *ga, const float *g, const
     for (int k = 0; k < 16; k++) vstore(dW + (size_t)k * K + j, vload(dW + (size_t)k * K + j) + dw[k]);
 }
 
+/* Columns [j, j+8) of the narrow backward with 16 registers of 8 floats: outputs k0 .. k0+7 in
+ * each of two passes over the rows (8 registers of dW pieces), the input gradient's first half
+ * stored by the first pass, completed, scaled by act' and stored again by the second. */
+ALWAYS_INLINE void narrow_grad_block8(float *dW, float *ga, const float *g, const float *a, const float *W,
+                                      const float *pre, const float *post, const float *aux, int n, int K, int lda,
+                                      int j, const int act)
+{
+    for (int k0 = 0; k0 < 16; k0 += 8) {
+        v8 dw[8] = {{0}};
+        for (int i = 0; i < n; i++) {
+            const float *gi = g + (size_t)i * 16 + k0;
+            const size_t o = (size_t)i * lda + j;
+            __builtin_prefetch(a + o + 32);
+            const v8 av = vload8(a + o);
+            v8 s0 = {0}, s1 = {0};
+            for (int k = 0; k < 8; k += 2) {
+                dw[k] += gi[k] * av;
+                dw[k + 1] += gi[k + 1] * av;
+                s0 += gi[k] * vload8(W + (size_t)(k0 + k) * K + j);
+                s1 += gi[k + 1] * vload8(W + (size_t)(k0 + k + 1) * K + j);
+            }
+            if (k0 == 0) vstore8(ga + o, s0 + s1);
+            else vstore8(ga + o, act_deriv8(vload8(ga + o) + (s0 + s1), pre + o, post + o, aux + o, act));
+        }
+        for (int k = 0; k < 8; k++)
+            vstore8(dW + (size_t)(k0 + k) * K + j, vload8(dW + (size_t)(k0 + k) * K + j) + dw[k]);
+    }
+}
+
+#define NARROW_BLOCKS(BLOCK, WIDTH)                                                                    \
+    for (; j + (WIDTH) <= K; j += (WIDTH)) {                                                           \
+        if (act == FM_ACT_SILU) BLOCK(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_SILU);      \
+        else if (act == FM_ACT_TANH) BLOCK(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_TANH); \
+        else BLOCK(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_RELU);                         \
+    }
+
 FM_CLONES static void narrow_backward16(float *restrict dW, float *restrict ga, const float *restrict g,
                                         const float *restrict a, const float *restrict W, const float *pre,
                                         const float *post, const float *aux, int n, int K, int lda, int act)
 {
     int j = 0;
-    for (; j + 16 <= K; j += 16) {
-        if (act == FM_ACT_SILU) narrow_grad_block(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_SILU);
-        else if (act == FM_ACT_TANH) narrow_grad_block(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_TANH);
-        else narrow_grad_block(dW, ga, g, a, W, pre, post, aux, n, K, lda, j, FM_ACT_RELU);
-    }
-    for (; j < K; j++) /* the last K % 16 columns */
+    if (wide_registers()) NARROW_BLOCKS(narrow_grad_block, 16)
+    else NARROW_BLOCKS(narrow_grad_block8, 8)
+    for (; j < K; j++) /* the last columns, fewer than a block */
         for (int i = 0; i < n; i++) {
             const size_t o = (size_t)i * lda + j;
             float s = 0.0f;

@@ -270,7 +270,8 @@ int main(int argc, char **argv)
         status = 0;
     } else if (!strcmp(cmd, "--version")) {
         if (fm_comm_rank() == 0)
-            printf("fmtrain %s (%s; file format %d)\n", fm_version_release(), fm_version_git(), FM_FORMAT_VERSION);
+            printf("fmtrain %s (%s; file format %d; kernels %s)\n", fm_version_release(), fm_version_git(),
+                   FM_FORMAT_VERSION, fm_kern_isa());
         status = 0;
     } else if (!strcmp(cmd, "keys")) {
         if (fm_comm_rank() == 0) fm_config_print_keys();

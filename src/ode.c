@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "fm/error.h"
+#include "fm/fpmode.h"
 
 fm_ode_work *fm_ode_work_new(const fm_model *m, int cap)
 {
@@ -133,6 +134,7 @@ void fm_ode_integrate(float *x, float *traj, fm_ode_work *w, const float *params
 {
     FM_CHECK(n <= w->cap && m <= n, "ODE batch %d (record %d) exceeds its buffers (%d)", n, m, w->cap);
     FM_CHECK(solver >= 0 && solver < NSOLVERS, "unknown ODE solver %d", solver);
+    FM_CHECK(fm_fpmode_ok(), "the floating-point mode of this thread does not flush subnormals (call fm_fpmode_set)");
     const field f = {w, params, y, guidance, n, (size_t)n * w->dim};
     const double h = 1.0 / (double)steps;
     if (traj) record(traj, x, m, steps, 0, w->dim);

@@ -11,6 +11,7 @@
 #include "fm/dist.h"
 #include "fm/durable.h"
 #include "fm/error.h"
+#include "fm/fpmode.h"
 #include "fm/h5io.h"
 #include "fm/names.h"
 #include "fm/ode.h"
@@ -51,6 +52,7 @@ static int write_file(const char *tmp, const fm_config *cfg, const char *config_
 void fm_sample_run_integrate(float *x, float *traj, const fm_config *cfg, const fm_model *m, const float *params,
                              uint64_t r0, uint64_t nloc, uint64_t mloc)
 {
+    fm_fpmode_set(); /* this thread computes: subnormals flushed (fm/fpmode.h) */
     const int D = m->dim;
     const uint64_t T = (uint64_t)cfg->sample_steps + 1;
     const int solver = fm_names_find(fm_ode_solver_name, cfg->solver);

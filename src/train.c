@@ -10,6 +10,7 @@
 #include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/error.h"
+#include "fm/fpmode.h"
 #include "fm/kernels.h"
 #include "fm/names.h"
 #include "fm/progress.h"
@@ -23,6 +24,7 @@ fm_trainer *fm_trainer_new(const fm_config *cfg)
     const int rank = fm_comm_rank(), P = fm_comm_size();
     fm_trainer *tr = fm_calloc(sizeof *tr);
     tr->cfg = *cfg;
+    fm_fpmode_set(); /* this thread computes: subnormals flushed (fm/fpmode.h) */
     fm_kern_blas_threads((int)cfg->threads);
     char err[512];
     /* The config was validated: a failure here is a bug, not bad input. */
@@ -94,6 +96,8 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     fm_step_times tm = {0};
     double loss = 0.0, t0 = fm_now(), t1;
 
+    FM_CHECK(fm_fpmode_ok(), "the floating-point mode of this thread does not flush subnormals (fm_fpmode_set "
+             "runs in fm_trainer_new; something reset it since)");
     memset(tr->grad, 0, sizeof(float) * (n + FM_NSLOTS));
     fm_model_prepare(tr->work, tr->params); /* the params the optimiser changed last step */
     const int overlap = tr->overlap;
@@ -240,8 +244,8 @@ int fm_train_run(const fm_config *cfg, const char *outdir)
     if (rank == 0) {
         /* Room for every row this run records: no allocation inside the step loop. */
         fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every));
-        printf("fmtrain %s (%s): %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
-               "%zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(), P, P > 1 ? "s" : "", cfg->threads,
+        printf("fmtrain %s (%s, kernels %s): %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
+               "%zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(), fm_kern_isa(), P, P > 1 ? "s" : "", cfg->threads,
                cfg->threads > 1 ? "s" : "", cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb,
                tr->overlap ? "on" : "off", tr->model.nparams, tr->step, cfg->steps);
         printf("---- effective config ----\n%s--------------------------\n", config_text);

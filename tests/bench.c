@@ -1,8 +1,11 @@
 /* fmbench: speed against the machine's own limit. Not a test: it prints figures.
  *
- *   mpirun -np P fmbench [-c CONFIG] [--steps N] [--warmup N] [--sample-n N] [--json FILE]
- *                        [--section.key=value ...]
+ *   mpirun -np P fmbench [-c CONFIG | --checkpoint FILE] [--steps N] [--warmup N] [--sample-n N]
+ *                        [--json FILE] [--section.key=value ...]
  *
+ * With --checkpoint the model, its config and its Adam state come from a checkpoint: the figures
+ * are those of a trained model, as users run it (a trained model saturates activations that a
+ * fresh one does not).
  * Measures, on the ranks it is launched on: the single-thread cblas_sgemm peak (rank 0, the
  * others waiting), the FLOPs of a training step and the median step time with its split (draw,
  * forward, backward, all-reduce, optimiser), the sampler's trajectory-steps per second, and the
@@ -14,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "fm/ckpt.h"
 #include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/config.h"
@@ -55,54 +59,78 @@ static double sgemm_peak(void)
     return median(g, 5);
 }
 
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    FM_CHECK(f, "cannot read %s", path);
+    char *text = fm_calloc(1 << 16);
+    const size_t len = fread(text, 1, (1 << 16) - 1, f);
+    text[len] = '\0';
+    fclose(f);
+    return text;
+}
+
 int main(int argc, char **argv)
 {
     fm_comm_init(&argc, &argv);
     const int rank = fm_comm_rank(), P = fm_comm_size();
-    fm_config cfg;
-    fm_config_defaults(&cfg);
     char err[1024];
     int steps = 200, warmup = 20;
     long sample_n = 10000;
-    const char *json = NULL, *config = NULL;
+    const char *json = NULL, *config = NULL, *checkpoint = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-c") && i + 1 < argc) config = argv[++i];
+        else if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) checkpoint = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sample-n") && i + 1 < argc) sample_n = atol(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-        else if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '=')) {
+        else if (strncmp(argv[i], "--", 2) || !strchr(argv[i], '=')) FM_FATAL("fmbench: unexpected argument '%s'", argv[i]);
+    }
+    /* The config: the checkpoint's (its model trained), or the file's, or the defaults; then the
+     * --section.key=value arguments on top. */
+    fm_config cfg;
+    fm_config_defaults(&cfg);
+    fm_ckpt ck = {0};
+    if (checkpoint && rank == 0 && fm_ckpt_read(&ck, checkpoint, err, sizeof err)) FM_FATAL("%s", err);
+    char *text = checkpoint ? ck.config_text : config ? read_file(config) : NULL;
+    long len = text ? (long)strlen(text) : -1;
+    fm_comm_bcast(&len, sizeof len);
+    if (len >= 0) {
+        if (!text) text = fm_calloc((size_t)len + 1);
+        fm_comm_bcast(text, (size_t)len + 1);
+        if (fm_config_load_string(&cfg, text, checkpoint ? checkpoint : config, err, sizeof err)) FM_FATAL("%s", err);
+        if (text != ck.config_text) free(text);
+    }
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '=') && strchr(argv[i], '.')) {
             char key[128];
             const char *eq = strchr(argv[i], '=');
             snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i] - 2), argv[i] + 2);
             if (fm_config_set(&cfg, key, eq + 1, err, sizeof err)) FM_FATAL("%s", err);
-        } else FM_FATAL("fmbench: unexpected argument '%s'", argv[i]);
-    }
-    if (config) {
-        FILE *f = fopen(config, "rb");
-        FM_CHECK(f, "cannot read %s", config);
-        static char text[1 << 16];
-        size_t len = fread(text, 1, sizeof text - 1, f);
-        text[len] = '\0';
-        fclose(f);
-        fm_config base;
-        fm_config_defaults(&base);
-        if (fm_config_load_string(&base, text, config, err, sizeof err)) FM_FATAL("%s", err);
-        /* Command-line keys win over the file: apply them again on top of it. */
-        for (int i = 1; i < argc; i++)
-            if (!strncmp(argv[i], "--", 2) && strchr(argv[i], '=') && strchr(argv[i], '.')) {
-                char key[128];
-                const char *eq = strchr(argv[i], '=');
-                snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i] - 2), argv[i] + 2);
-                fm_config_set(&base, key, eq + 1, err, sizeof err);
-            }
-        cfg = base;
-    }
-    cfg.steps = warmup + steps;
+        }
+    long step0 = checkpoint ? ck.step : 0;
+    fm_comm_bcast(&step0, sizeof step0);
+    cfg.steps = step0 + warmup + steps;
 
-
-    /* Training steps. */
+    /* Training steps, from the checkpoint's parameters and Adam moments when one is given. */
     fm_trainer *tr = fm_trainer_new(&cfg);
+    if (checkpoint) {
+        const size_t n = tr->model.nparams;
+        FM_CHECK(rank != 0 || ck.model.nparams == n, "%s: %zu parameters, the model has %zu", checkpoint,
+                 ck.model.nparams, n);
+        if (rank == 0) {
+            memcpy(tr->params, ck.params, sizeof(float) * n);
+            memcpy(tr->m, ck.m, sizeof(float) * n);
+            memcpy(tr->v, ck.v, sizeof(float) * n);
+        }
+        fm_comm_bcast(tr->params, sizeof(float) * n);
+        fm_comm_bcast(tr->m, sizeof(float) * n);
+        fm_comm_bcast(tr->v, sizeof(float) * n);
+        fm_model_changed(tr->work);
+        tr->step = step0;
+    }
+    fm_ckpt_free(&ck);
     for (int s = 0; s < warmup; s++) fm_trainer_step(tr, NULL);
     double *t_step = malloc(sizeof(double) * steps), *parts[5];
     for (int k = 0; k < 5; k++) parts[k] = malloc(sizeof(double) * steps);
@@ -148,7 +176,8 @@ int main(int argc, char **argv)
         tr->model.ops->describe(shape, sizeof shape, &tr->model);
         printf("fmbench: %d rank%s x %ld thread%s, model %s %s", P, P > 1 ? "s" : "", cfg.threads,
                cfg.threads > 1 ? "s" : "", tr->model.ops->name, shape);
-        printf(", batch %ld, microbatch %ld, overlap %s\n", cfg.batch, cfg.microbatch, tr->overlap ? "on" : "off");
+        printf(", batch %ld, microbatch %ld, overlap %s, %s weights\n", cfg.batch, cfg.microbatch,
+               tr->overlap ? "on" : "off", checkpoint ? "trained" : "fresh");
         printf("  sgemm peak (1 thread, %dx%d)   %8.1f GFLOP/s\n", 1536, 1536, peak);
         printf("  step FLOPs                      %8.1f MFLOP (FLOP time at %d x peak: %.3f ms)\n", step_flops / 1e6, P,
                step_flops / limit / 1e6);
@@ -165,8 +194,8 @@ int main(int argc, char **argv)
             FILE *f = fopen(json, "w");
             FM_CHECK(f, "cannot write %s", json);
             fprintf(f, "{\"ranks\": %d, \"threads\": %ld, \"batch\": %ld, \"microbatch\": %ld, \"overlap\": %d, "
-                    "\"model\": \"%s %s\", \"hidden\": \"", P, cfg.threads, cfg.batch, cfg.microbatch, tr->overlap,
-                    tr->model.ops->name, shape);
+                    "\"model\": \"%s %s\", \"trained_step\": %ld, \"hidden\": \"", P, cfg.threads, cfg.batch,
+                    cfg.microbatch, tr->overlap, tr->model.ops->name, shape, step0);
             for (int l = 0; l < cfg.nhidden; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden[l]);
             fprintf(f, "\", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
                     "\"fraction_of_peak\": %.4f, \"draw_ms\": %.4f, \"forward_ms\": %.4f, \"backward_ms\": %.4f, "

@@ -4,7 +4,10 @@
 # Builds fmbench, then runs it (each setting REPEATS times, medians quoted) on
 #   1 rank; P = $(nproc) ranks with the same global batch (strong) and with P times it (weak);
 #   1 rank with P BLAS threads (the hybrid alternative); P ranks with train.overlap on and off;
-#   and the wide model (hidden 1024,1024,1024) on P ranks with overlap off and on.
+#   and the wide model (hidden 1024,1024,1024) on P ranks with overlap off and on. Then what users
+#   run: the whole seed job (5000 steps of jobs/gmm11.ini, no sampling) on 1 and on P ranks, its
+#   training time from fmtrain's log, and the step and the sampler of the model it trained
+#   (fmbench --checkpoint) on 1 and P ranks beside the fresh model's.
 # Prints a table and writes JSON. Not a test: nothing here passes or fails on speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +25,7 @@ extra=("$@")
 [ ${#extra[@]} -eq 0 ] && extra=(-c jobs/gmm11.ini)
 bash jobs/install-deps.sh
 [ -f build/CMakeCache.txt ] || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)" --target fmbench >/dev/null
+cmake --build build -j "$(nproc)" --target fmbench fmtrain >/dev/null
 P=$(nproc)
 mpi=(mpirun --bind-to core)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
@@ -36,6 +39,13 @@ run() { # name ranks args...: one run of one setting
   echo "  $name ($r/$repeats)" >&2
   "${mpi[@]}" -np "$np" build/tests/fmbench "${extra[@]}" --json "$tmp/$name.$r.json" "$@" >/dev/null
 }
+seed_job() { # ranks: the seed job end to end; its checkpoint is the trained model below
+  local np=$1 d="$tmp/job$1.$r"
+  echo "  seed job on $np rank(s) ($r/$repeats)" >&2
+  "${mpi[@]}" -np "$np" build/fmtrain -c jobs/gmm11.ini -o "$d" --sample.n=0 --train.progress=plain \
+    --train.checkpoint_every=0 --train.log_every=1000 > "$d.log"
+  awk -v np="$np" '/^trained to step/ {printf "{\"ranks\": %d, \"seed_job_s\": %s}\n", np, $6}' "$d.log" > "$tmp/seedjob$np.$r.json"
+}
 echo "fmbench on $P cores, $repeats runs each:" >&2
 # Repeats outermost: a noisy minute on a shared machine then touches every setting alike rather
 # than all the runs of one (the ratios between settings are what the scaling figures use).
@@ -47,7 +57,16 @@ for r in $(seq "$repeats"); do
   run overlap "$P" --train.overlap=on
   run wide "$P" --model.hidden=1024,1024,1024 --train.overlap=off --steps 30 --warmup 5 --sample-n 200
   run wide_overlap "$P" --model.hidden=1024,1024,1024 --train.overlap=on --steps 30 --warmup 5 --sample-n 200
+  seed_job 1
+  seed_job "$P"
+  run one_trained 1 --checkpoint "$tmp/job1.$r/checkpoint.h5"
+  run strong_trained "$P" --checkpoint "$tmp/job1.$r/checkpoint.h5" --train.overlap=off
 done
+# The post's recipe in PyTorch on one thread, side by side (once: it takes about a minute).
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  echo "  PyTorch reference (tests/bench_torch.py)" >&2
+  OMP_NUM_THREADS=1 /usr/bin/python3 tests/bench_torch.py --json "$tmp/torchref.json" >/dev/null
+fi
 
 /usr/bin/python3 - "$tmp" "$out" "$P" <<'PY'
 import glob, json, statistics, sys
@@ -55,22 +74,26 @@ tmp, out, P = sys.argv[1], sys.argv[2], int(sys.argv[3])
 runs = {}
 for f in sorted(glob.glob(f"{tmp}/*.json")):
     name = f.split("/")[-1].split(".")[0]
-    runs.setdefault(name, []).append(json.load(open(f)))
+    if not name.startswith(("seedjob", "torchref")):
+        runs.setdefault(name, []).append(json.load(open(f)))
 med = {n: {k: statistics.median(r[k] for r in rs) if isinstance(rs[0][k], (int, float)) else rs[0][k]
            for k in rs[0]} for n, rs in runs.items()}
 one, strong, weak = med["one"], med["strong"], med["weak"]
 res = {"cores": P, "repeats": len(runs["one"]), "runs": med,
        "strong_efficiency": one["step_ms"] / (P * strong["step_ms"]),
        "weak_efficiency": one["step_ms"] / weak["step_ms"]}
-json.dump(res, open(out, "w"), indent=2)
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+res["cpu"] = cpu
+print(f"CPU: {cpu}, {P} cores")
 print(f"sgemm peak, 1 thread: {one['sgemm_peak_gflops']:.1f} GFLOP/s (median of {res['repeats']} runs of fmbench)")
 print(f"step of the seed model: {one['step_mflop']:.1f} MFLOP; its FLOP time at that peak: {one['step_mflop'] / one['sgemm_peak_gflops']:.3f} ms")
 print()
 print("| setting | ranks x threads | batch | step ms | GFLOP/s | of peak | draw | fwd | bwd | all-reduce | optim | samples/s | sampler s (10k x 299) | peak RSS MB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 label = {"one": "1 rank", "strong": "strong", "weak": "weak", "threads": "1 rank, threads", "overlap": "overlap on",
-         "wide": "wide 1024x3", "wide_overlap": "wide, overlap on"}
-for n in ["one", "strong", "weak", "threads", "overlap", "wide", "wide_overlap"]:
+         "wide": "wide 1024x3", "wide_overlap": "wide, overlap on", "one_trained": "1 rank, trained",
+         "strong_trained": "strong, trained"}
+for n in ["one", "one_trained", "strong", "strong_trained", "weak", "threads", "overlap", "wide", "wide_overlap"]:
     r = med[n]
     samp = f"{r['sampler_s']:.2f}" if r["sampler_n"] == 10000 else f"({int(r['sampler_n'])})"
     print(f"| {label[n]} | {int(r['ranks'])} x {int(r['threads'])} | {int(r['batch'])} | {r['step_ms']:.3f} | "
@@ -85,5 +108,28 @@ print(f"{P} ranks x 1 thread: {strong['step_ms']:.3f} ms a step; 1 rank x {P} th
       f"-> {'ranks' if strong['step_ms'] < t['step_ms'] else 'threads'} faster here")
 print(f"overlap on the seed model: {med['overlap']['step_ms']:.3f} vs {strong['step_ms']:.3f} ms off; "
       f"on the wide model: {med['wide_overlap']['step_ms']:.2f} vs {med['wide']['step_ms']:.2f} ms off")
+ot, st = med["one_trained"], med["strong_trained"]
+print(f"trained / fresh model: step {ot['step_ms'] / one['step_ms']:.2f} on 1 rank, "
+      f"{st['step_ms'] / strong['step_ms']:.2f} on {P}; sampler {ot['sampler_s'] / one['sampler_s']:.2f} on 1 rank, "
+      f"{st['sampler_s'] / strong['sampler_s']:.2f} on {P}")
+jobs = {}
+for f in glob.glob(f"{tmp}/seedjob*.json"):
+    j = json.load(open(f))
+    jobs.setdefault(j["ranks"], []).append(j["seed_job_s"])
+res["seed_job_s"] = {str(k): statistics.median(v) for k, v in jobs.items()}
+print("seed job, 5000 steps (training time from the log, median): " +
+      ", ".join(f"{k} rank{'s' if k > 1 else ''} {statistics.median(v):.2f} s (runs: {', '.join(f'{x:.2f}' for x in sorted(v))})"
+                for k, v in sorted(jobs.items())))
+try:
+    ref = json.load(open(f"{tmp}/torchref.json"))
+    res["pytorch"] = ref
+    job1 = res["seed_job_s"]["1"]
+    print(f"PyTorch {ref['torch']} (1 thread, tests/bench_torch.py): {ref['steps']} steps in {ref['train_s']:.1f} s "
+          f"({ref['step_ms']:.2f} ms a step), sampling {ref['sample_n']} x 299 in {ref['sample_s']:.2f} s; "
+          f"fmtrain 1 rank: {ref['train_s'] / job1:.1f}x faster training (trained-model step "
+          f"{ref['step_ms'] / ot['step_ms']:.1f}x), sampling {ref['sample_s'] / ot['sampler_s']:.1f}x faster")
+except FileNotFoundError:
+    print("PyTorch reference: not run (no python3-torch)")
+json.dump(res, open(out, "w"), indent=2)
 print(f"JSON: {out}")
 PY

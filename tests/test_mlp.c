@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fm/kernels.h"
 #include "fm/mlp.h"
 #include "fm/path.h"
 #include "fm/rng.h"
@@ -124,7 +125,8 @@ static int gradcheck(const fm_mlp *m, const float *pf, const float *grad, const 
     return bad;
 }
 
-int main(void)
+/* Everything below, with the narrow and thin kernels blocked for the machine's register file. */
+static void check_all(void)
 {
     /* 1. Gradients against central finite differences, every parameter, every activation. */
     for (int act = 0; act < 3; act++) {
@@ -234,5 +236,16 @@ int main(void)
         free(p);
     }
     CHECK(fm_mlp_shape(&(fm_mlp){0}, 2, (int[]){0}, 1, FM_ACT_SILU) == -1, "a zero width is refused");
+}
+
+int main(void)
+{
+    /* Both blockings of the narrow and thin kernels (32 registers of 16 floats, 16 of 8), so a
+     * machine of either kind tests the other's code too. */
+    for (int wide = 1; wide >= 0; wide--) {
+        fm_kern_set_wide(wide);
+        check_all();
+    }
+    fm_kern_set_wide(-1);
     return check_report("test_mlp");
 }

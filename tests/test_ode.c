@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fm/fpmode.h"
 #include "fm/mlp.h"
 #include "fm/names.h"
 #include "fm/ode.h"
@@ -94,6 +95,7 @@ static void check_guidance(void)
 
 int main(void)
 {
+    fm_fpmode_set(); /* as every thread that computes (fm/fpmode.h); fm_ode_integrate checks it */
     fm_model m;
     mlp_model(&m, "2", "16,8", "silu");
     const fm_mlp *mlp = m.impl;

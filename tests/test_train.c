@@ -2,7 +2,8 @@
  * generator), x_t and the target velocity in double, the MLP's forward and backward in double
  * loops, Adam in double. The trainer's global gradient at step 1 and at step 2 must equal the
  * reference's from the parameters the trainer had before that step; so a forward that reads
- * weights prepared at step 1 (stale packed narrow layers) fails at step 2. One MPI rank. */
+ * weights prepared at step 1 (stale packed narrow layers) fails at step 2. Then a saturated model:
+ * no subnormal float anywhere in the trainer's or the sampler's buffers (fm/fpmode.h). One MPI rank. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 #include "check.h"
 #include "fm/comm.h"
 #include "fm/dist.h"
+#include "fm/fpmode.h"
+#include "fm/ode.h"
 #include "fm/mlp.h"
 #include "fm/rng.h"
 #include "fm/train.h"
@@ -95,6 +98,49 @@ static void check_grad(const fm_trainer *tr, const double *ref, long step)
     CHECK(err <= 2e-5 * scale, "step %ld: gradient differs from the reference by %.3g (largest %.3g)", step, err, scale);
 }
 
+static size_t subnormals(const float *a, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += fpclassify(a[i]) == FP_SUBNORMAL;
+    return c;
+}
+
+/* Every activation, derivative and gradient buffer of an MLP's work for rows rows. */
+static size_t work_subnormals(const fm_mlp_work *w, const fm_mlp *m, int rows)
+{
+    size_t c = 0, maxld = 0;
+    for (int l = 0; l < m->nlayers; l++) {
+        const size_t len = (size_t)rows * w->ld[l];
+        c += subnormals(w->pre[l], len);
+        if (w->post[l]) c += subnormals(w->post[l], len) + subnormals(w->aux[l], len);
+        if ((size_t)w->ld[l] > maxld) maxld = (size_t)w->ld[l];
+    }
+    return c + subnormals(w->g0, (size_t)rows * maxld) + subnormals(w->g1, (size_t)rows * maxld);
+}
+
+/* A trained model saturates SiLUs: sigmoid(-90) = 8e-40 and the gradients through it fall below
+ * FLT_MIN. Layer 1's biases far negative make half its units so. */
+static void check_saturated_model(fm_trainer *tr)
+{
+    CHECK(fm_fpmode_ok(), "fm_trainer_new did not set the floating-point mode of its thread");
+    const fm_mlp *m = tr->model.impl;
+    for (int o = 0; o < m->dims[2]; o += 2) tr->params[m->b_off[1] + o] = -90.0f - (float)o;
+    fm_model_changed(tr->work);
+    const fm_step_result r = fm_trainer_step(tr, NULL);
+    CHECK(r.finite, "step on the saturated model");
+    CHECK(work_subnormals(tr->work->impl, m, tr->mb) == 0 && subnormals(tr->grad, tr->model.nparams) == 0,
+          "the trainer's buffers hold %zu subnormals, its gradient %zu", work_subnormals(tr->work->impl, m, tr->mb),
+          subnormals(tr->grad, tr->model.nparams));
+    enum { N = 64 };
+    float x[N * 2];
+    fm_rng_normal(x, 3, 0, 0, FM_STREAM_SAMPLE, N * 2);
+    fm_ode_work *w = fm_ode_work_new(&tr->model, N);
+    fm_ode_integrate(x, NULL, w, tr->params, NULL, 1.0f, N, 0, 5, 0);
+    CHECK(work_subnormals(w->model->impl, m, N) == 0, "the sampler's buffers hold %zu subnormals",
+          work_subnormals(w->model->impl, m, N));
+    fm_ode_work_free(w);
+}
+
 int main(int argc, char **argv)
 {
     fm_comm_init(&argc, &argv);
@@ -136,6 +182,7 @@ int main(int argc, char **argv)
     r = fm_trainer_step(tr, NULL);
     CHECK(r.finite && fabs(r.loss - loss) <= 1e-5 * loss, "step 2 loss %.8g vs reference %.8g", r.loss, loss);
     check_grad(tr, ref, 2);
+    check_saturated_model(tr);
 
     free(p0);
     free(p1);

@@ -28,6 +28,15 @@ void fm_kern_act_backward(float *g /* [n] */, const float *pre /* [n] */, const 
  * convention). */
 void fm_kern_blas_threads(int threads);
 
+/* Which build of the kernels runs on this machine: "x86-64-v4" (AVX-512), "x86-64-v3" (AVX2 and
+ * FMA), or "baseline" (no run-time choice: other machines, or a sanitizer build). Results are
+ * bit-identical between machines that run the same one. */
+const char *fm_kern_isa(void);
+
+/* For tests: 1 makes the narrow kernels block for 32 registers of 16 floats (as under AVX-512),
+ * 0 for 16 registers of 8 floats (AVX2 and older), -1 restores the choice by fm_kern_isa. */
+void fm_kern_set_wide(int on);
+
 /* exp(x) as the kernels compute it (for tests). */
 float fm_kern_exp(float x);
 

@@ -6,8 +6,10 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define FM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define FM_CLONES_ON 1
 #else
 #define FM_CLONES
+#define FM_CLONES_ON 0
 #endif
 
 #endif
