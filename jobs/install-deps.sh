@@ -2,12 +2,17 @@
 # Installs the Debian packages fm needs, only those missing. As root it runs apt-get itself;
 # otherwise it prints the command to run and fails.
 #   jobs/install-deps.sh          to build and run fmtrain and the analysis
+#   jobs/install-deps.sh --data   also the datasets Debian packages (Fashion-MNIST, for
+#                                 analysis/fm_data.py fashion)
 #   jobs/install-deps.sh --test   also what the test suite needs (a single-node SLURM: slurmctld,
-#                                 slurmd, slurm-client, munge; started only by the tests)
+#                                 slurmd, slurm-client, munge; started only by the tests) and --data
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev libinih-dev python3 python3-h5py python3-numpy python3-matplotlib python3-pytest)
-[ "${1:-}" = --test ] && pkgs+=(slurmctld slurmd slurm-client munge)
+case "${1:-}" in
+  --data) pkgs+=(dataset-fashion-mnist) ;;
+  --test) pkgs+=(slurmctld slurmd slurm-client munge dataset-fashion-mnist) ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

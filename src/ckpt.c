@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +69,12 @@ int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap)
     fm_h5 f = fm_h5_create_memory();
     int rc = f < 0 ? -1 : 0;
 #define WRITE(name, call) if (rc == 0) { snprintf(what, sizeof what, "%s", name); rc = (call) ? -1 : 0; }
+    char fingerprint[24];
+    snprintf(fingerprint, sizeof fingerprint, "%016" PRIx64, s->target->fingerprint);
     WRITE("the root attributes", fm_h5_stamp(f, "checkpoint") || fm_h5_attr_i64(f, "/", "step", s->step) ||
-                                 fm_h5_attr_str(f, "/", "config", s->config_text));
+                                 fm_h5_attr_str(f, "/", "config", s->config_text) ||
+                                 fm_h5_attr_str(f, "/", "data", s->target->about) ||
+                                 (s->target->fingerprint && fm_h5_attr_str(f, "/", "data_fingerprint", fingerprint)));
     if (rc == 0) rc = write_tensors(f, "/model", m->tensors, m->ntensors, s->params, what, sizeof what);
     if (rc == 0) rc = write_tensors(f, "/optim/m", m->tensors, m->ntensors, s->m, what, sizeof what);
     if (rc == 0) rc = write_tensors(f, "/optim/v", m->tensors, m->ntensors, s->v, what, sizeof what);
@@ -154,6 +159,7 @@ int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap)
 void fm_ckpt_free(fm_ckpt *c)
 {
     free(c->config_text);
+    free(c->data_about);
     free(c->params);
     free(c->m);
     free(c->v);
@@ -162,40 +168,23 @@ void fm_ckpt_free(fm_ckpt *c)
     memset(c, 0, sizeof *c);
 }
 
-/* Opens path and checks it is an fm file of a format this build reads; returns the handle. */
-static fm_h5 open_fm(const char *path, const char *want, char *err, int cap)
+/* The dataset a checkpoint was trained on, when it says (format 1 files and mixtures do not). */
+static int read_fingerprint(fm_ckpt *c, fm_h5 f)
 {
-    fm_h5 f = fm_h5_open(path);
-    if (f < 0) {
-        FILE *probe = fopen(path, "rb");
-        if (!probe) fm_errorf(err, cap, "cannot open %s: %s", path, strerror(errno));
-        else fm_errorf(err, cap, "%s is not an HDF5 file (or is truncated): expected an fm %s", path, want);
-        if (probe) fclose(probe);
-        return -1;
-    }
-    char *format = NULL;
-    int64_t version = 0;
-    if (fm_h5_attr_read_str(f, "/", "fm_format", &format) || fm_h5_attr_read_i64(f, "/", "fm_version", &version)) {
-        fm_errorf(err, cap, "%s is an HDF5 file but not fm's (no fm_format/fm_version attributes): expected an fm %s",
-                  path, want);
-    } else if (want && strcmp(format, want) != 0) {
-        fm_errorf(err, cap, "%s is an fm %s file: expected an fm %s", path, format, want);
-    } else if (version > FM_FORMAT_VERSION || version < 1) {
-        fm_errorf(err, cap, "%s has fm format version %lld; this fmtrain reads versions 1 to %d: use a newer fmtrain",
-                  path, (long long)version, FM_FORMAT_VERSION);
-    } else {
-        free(format);
-        return f;
-    }
-    free(format);
-    fm_h5_close(f);
-    return -1;
+    char *hex = NULL;
+    fm_h5_attr_read_str(f, "/", "data", &c->data_about);
+    if (fm_h5_attr_read_str(f, "/", "data_fingerprint", &hex)) return 0;
+    char *end = NULL;
+    c->data_fingerprint = strtoull(hex, &end, 16);
+    const int bad = strlen(hex) != 16 || *end != '\0';
+    free(hex);
+    return bad ? -1 : 0;
 }
 
 int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
 {
     memset(c, 0, sizeof *c);
-    fm_h5 f = open_fm(path, "checkpoint", err, cap);
+    fm_h5 f = fm_h5_open_fm(path, "checkpoint", err, cap);
     if (f < 0) return -1;
     char msg[512];
     int64_t step = -1, ostep = -1;
@@ -208,6 +197,8 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
         fm_errorf(err, cap, "%s: its config attribute is missing or invalid: the file is corrupt", path);
     } else if (fm_model_build(&c->model, &c->cfg, msg, sizeof msg)) {
         fm_errorf(err, cap, "%s: %s", path, msg);
+    } else if (read_fingerprint(c, f)) {
+        fm_errorf(err, cap, "%s: its data_fingerprint attribute is not 16 hexadecimal digits: the file is corrupt", path);
     } else if (fm_h5_attr_read_i64(f, "/", "step", &step) || step < 0 ||
                fm_h5_read_i64(f, "/optim/step", &ostep, 1) || ostep != step) {
         fm_errorf(err, cap, "%s: step attribute and /optim/step are missing or disagree: the file is corrupt", path);
@@ -243,7 +234,7 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
 
 int fm_ckpt_info(const char *path, char *err, int cap)
 {
-    fm_h5 f = open_fm(path, NULL, err, cap);
+    fm_h5 f = fm_h5_open_fm(path, NULL, err, cap);
     if (f < 0) return -1;
     char *format = NULL, *config = NULL, *solver = NULL, *git = NULL;
     int64_t version = 0, step = -1, v;

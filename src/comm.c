@@ -95,6 +95,54 @@ int fm_comm_all_ok(int ok)
 
 void fm_comm_barrier(void) { MPI_OK(MPI_Barrier(MPI_COMM_WORLD)); }
 
+/* ---- one copy per node: an MPI-3 shared-memory window over the ranks of a node ---- */
+
+struct fm_comm_shared {
+    MPI_Comm node; /* the ranks that share this node's memory */
+    MPI_Win win;
+    void *base;
+    int leader;    /* node rank 0: holds the memory and fills it */
+};
+
+fm_comm_shared *fm_comm_shared_new(size_t bytes)
+{
+    fm_comm_shared *s = fm_calloc(sizeof *s);
+    int node_rank;
+    MPI_OK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &s->node));
+    MPI_OK(MPI_Comm_rank(s->node, &node_rank));
+    s->leader = node_rank == 0;
+    /* The leader allocates it all (at least a byte: a window of none has no address); the
+     * others allocate nothing and ask for the leader's address in their own address space. */
+    const MPI_Aint size = s->leader ? (MPI_Aint)(bytes ? bytes : 1) : 0;
+    MPI_OK(MPI_Win_allocate_shared(size, 1, MPI_INFO_NULL, s->node, &s->base, &s->win));
+    if (!s->leader) {
+        MPI_Aint got;
+        int unit;
+        MPI_OK(MPI_Win_shared_query(s->win, 0, &got, &unit, &s->base));
+    }
+    MPI_OK(MPI_Win_fence(0, s->win));
+    return s;
+}
+
+void *fm_comm_shared_base(const fm_comm_shared *s) { return s->base; }
+int fm_comm_shared_leader(const fm_comm_shared *s) { return s->leader; }
+
+void fm_comm_shared_sync(fm_comm_shared *s) { MPI_OK(MPI_Win_fence(0, s->win)); }
+
+double fm_comm_shared_sum(const fm_comm_shared *s, double v)
+{
+    MPI_OK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, s->node));
+    return v;
+}
+
+void fm_comm_shared_free(fm_comm_shared *s)
+{
+    if (!s) return;
+    MPI_OK(MPI_Win_free(&s->win));
+    MPI_OK(MPI_Comm_free(&s->node));
+    free(s);
+}
+
 _Noreturn void fm_comm_exit(int status)
 {
     MPI_Finalize();

@@ -36,8 +36,10 @@ typedef struct {
 
 static const key_spec keys[] = {
     {"data", "target", T_WORD, OFF(target), 0, 0, 0, fm_target_name, "gmm_ring", 1,
-     "target distribution: the ring mixture of the seed, a mixture with random means, or N(0, std^2 I)"},
-    {"data", "dim", T_INT, OFF(dim), 1, 4096, 0, 0, "2", 1, "data dimension D (gmm_ring is 2-D)"},
+     "target distribution: the ring mixture of the seed, a mixture with random means, N(0, std^2 I), or the rows of data.file"},
+    {"data", "file", T_TEXT, OFF(data_file), 0, 0, 0, 0, "", 0,
+     "target = file: the dataset file (analysis/fm_data.py makes them; checked on resume by its fingerprint)"},
+    {"data", "dim", T_INT, OFF(dim), 1, 1 << 24, 0, 0, "2", 1, "data dimension D (gmm_ring is 2-D; target = file: set from the file)"},
     {"data", "modes", T_INT, OFF(modes), 1, 100000, 0, 0, "11", 1, "mixture modes"},
     {"data", "radius", T_REAL, OFF(radius), 0, 1e6, 0, 0, "10", 1, "gmm_ring: radius of the circle of means"},
     {"data", "std", T_REAL, OFF(std), 1e-6, 1e6, 0, 0, "1", 1, "std of each mode (or of the gaussian target)"},
@@ -83,7 +85,7 @@ static const key_spec keys[] = {
     {"sample", "seed", T_INT, OFF(sample_seed), 0, 4294967295.0, 0, 0, "1", 0, "seed of the sampler's x0 draws"},
     {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, 0, "100", 0, "how many of the samples are recorded at every step (at most sample.n)"},
     {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, 0, "256", 0, "trajectories integrated at once per rank (memory)"},
-    {"output", "dir", T_TEXT, OFF(dir), 0, 0, 0, 0, "out", 0, "output directory (the -o option overrides it)"},
+    {"output", "dir", T_TEXT, OFF(dir), 1, 0, 0, 0, "out", 0, "output directory (the -o option overrides it)"},
 };
 #define NKEYS ((int)(sizeof keys / sizeof keys[0]))
 
@@ -209,8 +211,8 @@ static int set_value(fm_config *c, const key_spec *k, const char *raw, char *err
         snprintf(field, FM_NAME_MAX, "%s", v);
         return 0;
     }
-    case T_TEXT:
-        if (!*v) {
+    case T_TEXT: /* lo = 1: may not be empty */
+        if (!*v && k->lo > 0) {
             fm_errorf(err, cap, "[%s] %s is empty: allowed: a path", k->section, k->key);
             return -1;
         }
@@ -306,10 +308,19 @@ int fm_config_validate(const fm_config *c, char *err, int cap)
         fm_errorf(err, cap, "sample indices must fit in 32 bits");
         return -1;
     }
-    /* The target and the model check their own keys: build them once, before any work. */
-    fm_target t;
-    if (fm_target_build(&t, c, err, cap)) return -1;
-    fm_target_free(&t);
+    /* The target and the model check their own keys: build them once, before any work (a
+     * dataset is checked when it is loaded; its model again with the file's dim then). */
+    if (fm_target_needs_data(c)) {
+        if (!*c->data_file) {
+            fm_errorf(err, cap, "[data] target = %s needs data.file = PATH of a dataset file (analysis/fm_data.py "
+                      "makes them)", c->target);
+            return -1;
+        }
+    } else {
+        fm_target t;
+        if (fm_target_build(&t, c, NULL, err, cap)) return -1;
+        fm_target_free(&t);
+    }
     fm_model m;
     if (fm_model_build(&m, c, err, cap)) return -1;
     fm_model_free(&m);

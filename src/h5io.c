@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm/error.h"
 #include "fm/version.h"
 
 static void quiet(void)
@@ -331,6 +332,44 @@ int fm_h5_read_i64(fm_h5 f, const char *name, int64_t *out, uint64_t n)
     return read_ds(f, name, H5T_NATIVE_INT64, H5T_INTEGER, out, n);
 }
 
+int fm_h5_read_i32(fm_h5 f, const char *name, int32_t *out, uint64_t n)
+{
+    return read_ds(f, name, H5T_NATIVE_INT32, H5T_INTEGER, out, n);
+}
+
+int fm_h5_read_u8(fm_h5 f, const char *name, uint8_t *out, uint64_t n)
+{
+    return read_ds(f, name, H5T_NATIVE_UINT8, H5T_INTEGER, out, n);
+}
+
+int fm_h5_type(fm_h5 f, const char *name, char *kind, size_t *size)
+{
+    hid_t ds = open_ds(f, name);
+    if (ds < 0) return -1;
+    hid_t ft = H5Dget_type(ds);
+    const H5T_class_t c = H5Tget_class(ft);
+    *size = H5Tget_size(ft);
+    *kind = c == H5T_FLOAT ? 'f' : c == H5T_INTEGER ? (H5Tget_sign(ft) == H5T_SGN_NONE ? 'u' : 'i') : '?';
+    H5Tclose(ft);
+    H5Dclose(ds);
+    return 0;
+}
+
+int fm_h5_attr_read_f64v(fm_h5 f, const char *obj, const char *name, double *value, int n)
+{
+    hid_t a = open_attr(f, obj, name);
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a);
+    hid_t sp = H5Aget_space(a);
+    const H5T_class_t c = H5Tget_class(ft);
+    int rc = ((c == H5T_FLOAT || c == H5T_INTEGER) && H5Sget_simple_extent_npoints(sp) == n &&
+              H5Aread(a, H5T_NATIVE_DOUBLE, value) >= 0) ? 0 : -1;
+    H5Sclose(sp);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
 static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *data)
 {
     (void)info;
@@ -364,4 +403,34 @@ int fm_h5_stamp(fm_h5 f, const char *format)
     return fm_h5_attr_str(f, "/", "fm_format", format) || fm_h5_attr_i64(f, "/", "fm_version", FM_FORMAT_VERSION) ||
            fm_h5_attr_str(f, "/", "fm_git", fm_version_git()) ||
            fm_h5_attr_str(f, "/", "fm_release", fm_version_release()) ? -1 : 0;
+}
+
+/* Opens path and checks it is an fm file of a format this build reads; returns the handle. */
+fm_h5 fm_h5_open_fm(const char *path, const char *want, char *err, int cap)
+{
+    fm_h5 f = fm_h5_open(path);
+    if (f < 0) {
+        FILE *probe = fopen(path, "rb");
+        if (!probe) fm_errorf(err, cap, "cannot open %s: %s", path, strerror(errno));
+        else fm_errorf(err, cap, "%s is not an HDF5 file (or is truncated): expected an fm %s", path, want);
+        if (probe) fclose(probe);
+        return -1;
+    }
+    char *format = NULL;
+    int64_t version = 0;
+    if (fm_h5_attr_read_str(f, "/", "fm_format", &format) || fm_h5_attr_read_i64(f, "/", "fm_version", &version)) {
+        fm_errorf(err, cap, "%s is an HDF5 file but not fm's (no fm_format/fm_version attributes): expected an fm %s",
+                  path, want);
+    } else if (want && strcmp(format, want) != 0) {
+        fm_errorf(err, cap, "%s is an fm %s file: expected an fm %s", path, format, want);
+    } else if (version > FM_FORMAT_VERSION || version < 1) {
+        fm_errorf(err, cap, "%s has fm format version %lld; this fmtrain reads versions 1 to %d: use a newer fmtrain",
+                  path, (long long)version, FM_FORMAT_VERSION);
+    } else {
+        free(format);
+        return f;
+    }
+    free(format);
+    fm_h5_close(f);
+    return -1;
 }

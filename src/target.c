@@ -1,9 +1,11 @@
 #include "fm/target.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "fm/error.h"
 #include "fm/names.h"
+#include "fm/target_file.h"
 #include "fm/target_mixture.h"
 
 /* The registry: one line per target. */
@@ -11,22 +13,42 @@ static const fm_target_ops *const targets[] = {
     &fm_target_gmm_ring_ops,
     &fm_target_gmm_random_ops,
     &fm_target_gaussian_ops,
+    &fm_target_file_ops,
 };
 #define NTARGETS ((int)(sizeof targets / sizeof targets[0]))
 
 const char *fm_target_name(int i) { return i >= 0 && i < NTARGETS ? targets[i]->name : NULL; }
 
-int fm_target_build(fm_target *t, const fm_config *c, char *err, int cap)
+static int find(const fm_config *c, char *err, int cap)
 {
-    memset(t, 0, sizeof *t);
     const int i = fm_names_find(fm_target_name, c->target);
     if (i < 0) {
         char list[256];
         fm_errorf(err, cap, "[data] target = '%s': allowed: %s", c->target,
                   fm_names_join(list, sizeof list, fm_target_name, ", "));
+    }
+    return i;
+}
+
+int fm_target_needs_data(const fm_config *c)
+{
+    char err[8];
+    const int i = find(c, err, sizeof err);
+    return i >= 0 && targets[i]->needs_data;
+}
+
+int fm_target_build(fm_target *t, const fm_config *c, const fm_dataset *data, char *err, int cap)
+{
+    memset(t, 0, sizeof *t);
+    const int i = find(c, err, cap);
+    if (i < 0) return -1;
+    t->ops = targets[i];
+    t->data = data;
+    if (t->ops->needs_data && !data) {
+        fm_errorf(err, cap, "[data] target = %s draws from a dataset, and none was loaded", t->ops->name);
         return -1;
     }
-    t->ops = targets[i];
+    snprintf(t->about, sizeof t->about, "%s", t->ops->name);
     if (t->ops->build(t, c, err, cap)) {
         fm_target_free(t);
         return -1;

@@ -67,6 +67,6 @@ static int gaussian_build(fm_target *t, const fm_config *c, char *err, int cap)
     return mixture_wrap(t, fm_dist_gaussian((int)c->dim, (float)c->std));
 }
 
-const fm_target_ops fm_target_gmm_ring_ops = {"gmm_ring", ring_build, mixture_free, mixture_draw};
-const fm_target_ops fm_target_gmm_random_ops = {"gmm_random", random_build, mixture_free, mixture_draw};
-const fm_target_ops fm_target_gaussian_ops = {"gaussian", gaussian_build, mixture_free, mixture_draw};
+const fm_target_ops fm_target_gmm_ring_ops = {"gmm_ring", 0, ring_build, mixture_free, mixture_draw};
+const fm_target_ops fm_target_gmm_random_ops = {"gmm_random", 0, random_build, mixture_free, mixture_draw};
+const fm_target_ops fm_target_gaussian_ops = {"gaussian", 0, gaussian_build, mixture_free, mixture_draw};

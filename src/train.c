@@ -9,6 +9,7 @@
 #include "fm/ckpt.h"
 #include "fm/clock.h"
 #include "fm/comm.h"
+#include "fm/data_load.h"
 #include "fm/error.h"
 #include "fm/fpmode.h"
 #include "fm/kernels.h"
@@ -19,7 +20,7 @@
 #include "fm/stop.h"
 #include "fm/version.h"
 
-fm_trainer *fm_trainer_new(const fm_config *cfg)
+fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
 {
     const int rank = fm_comm_rank(), P = fm_comm_size();
     fm_trainer *tr = fm_calloc(sizeof *tr);
@@ -28,7 +29,7 @@ fm_trainer *fm_trainer_new(const fm_config *cfg)
     fm_kern_blas_threads((int)cfg->threads);
     char err[512];
     /* The config was validated: a failure here is a bug, not bad input. */
-    if (fm_model_build(&tr->model, cfg, err, sizeof err) || fm_target_build(&tr->target, cfg, err, sizeof err))
+    if (fm_model_build(&tr->model, cfg, err, sizeof err) || fm_target_build(&tr->target, cfg, data, err, sizeof err))
         FM_FATAL("%s", err);
     tr->path = (fm_path){fm_names_find(fm_path_schedule_name, cfg->schedule), cfg->eps, cfg->sigma_min};
     tr->optim = (fm_optim){cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
@@ -165,6 +166,11 @@ static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const ch
         char diff[1024];
         if (fm_ckpt_read(&c, path, err, cap)) {
             ok = 0;
+        } else if (c.data_fingerprint != tr->target.fingerprint) {
+            fm_errorf(err, cap, "cannot resume %s: it was trained on %s; this run's data is %s (start a new run with "
+                      "another -o, or give the data it was trained on)", path, c.data_about ? c.data_about : "other data",
+                      tr->target.about);
+            ok = 0;
         } else if (fm_config_diff(diff, sizeof diff, &c.cfg, &tr->cfg, 1) > 0) {
             fm_errorf(err, cap, "cannot resume %s: the config changes %s; these keys must stay as the checkpoint "
                       "has them (start a new run with another -o instead)", path, diff);
@@ -214,14 +220,43 @@ static int checkpoint(const fm_trainer *tr, const fm_history *hist, const char *
     return fm_ckpt_keep(cfg->dir, tr->step, keep, err, cap);
 }
 
-int fm_train_run(const fm_config *cfg, const char *outdir)
+/* Collective: the dataset of a file target, in memory once per node; the run's data.dim is the
+ * file's, and its model is checked again with it. 0, or -1 after rank 0 said why. */
+static int load_data(fm_data *data, fm_config *cfg)
+{
+    char err[FM_PATH_MAX + 512];
+    if (fm_data_load(data, cfg->data_file, err, sizeof err)) {
+        fail_all(err);
+        return -1;
+    }
+    cfg->dim = data->data.dim;
+    if (fm_config_validate(cfg, err, sizeof err)) {
+        fm_data_free(data);
+        fail_all(err);
+        return -1;
+    }
+    const double pss = fm_data_node_pss_mb(data);
+    if (fm_comm_rank() == 0) {
+        printf("dataset %s: %llu rows of %d numbers (%s), %.1f MB in memory once per node; PSS of this node's ranks "
+               "%.1f MB\n", cfg->data_file, (unsigned long long)data->data.n, data->data.dim,
+               fm_dtype_name(data->data.type), (double)data->bytes / 1e6, pss);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+int fm_train_run(const fm_config *cfg_in, const char *outdir)
 {
     const int rank = fm_comm_rank(), P = fm_comm_size();
     char err[1536], ckpt_path[FM_PATH_MAX + 32], samples_path[FM_PATH_MAX + 32];
     snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.h5", outdir);
     snprintf(samples_path, sizeof samples_path, "%s/samples.h5", outdir);
+    fm_config run = *cfg_in;
+    const fm_config *cfg = &run;
+    fm_data data = {0};
+    if (fm_target_needs_data(cfg) && load_data(&data, &run)) return 1;
     char *config_text = fm_config_dump(cfg);
-    fm_trainer *tr = fm_trainer_new(cfg);
+    fm_trainer *tr = fm_trainer_new(cfg, data.mem ? &data.data : NULL);
     fm_history hist = {0};
     double time0 = 0.0;
 
@@ -309,5 +344,6 @@ done:
     free(config_text);
     fm_history_free(&hist);
     fm_trainer_free(tr);
+    if (data.mem) fm_data_free(&data);
     return status;
 }

@@ -20,6 +20,7 @@
 #include "fm/ckpt.h"
 #include "fm/clock.h"
 #include "fm/comm.h"
+#include "fm/data_load.h"
 #include "fm/config.h"
 #include "fm/error.h"
 #include "fm/names.h"
@@ -114,7 +115,12 @@ int main(int argc, char **argv)
     cfg.steps = step0 + warmup + steps;
 
     /* Training steps, from the checkpoint's parameters and Adam moments when one is given. */
-    fm_trainer *tr = fm_trainer_new(&cfg);
+    fm_data data = {0}; /* a dataset file's rows, once per node */
+    if (fm_target_needs_data(&cfg)) {
+        if (fm_data_load(&data, cfg.data_file, err, sizeof err)) FM_FATAL("%s", err);
+        cfg.dim = data.data.dim;
+    }
+    fm_trainer *tr = fm_trainer_new(&cfg, data.mem ? &data.data : NULL);
     if (checkpoint) {
         const size_t n = tr->model.nparams;
         FM_CHECK(rank != 0 || ck.model.nparams == n, "%s: %zu parameters, the model has %zu", checkpoint,
@@ -213,5 +219,6 @@ int main(int argc, char **argv)
     for (int k = 0; k < 5; k++) free(parts[k]);
     free(t_step);
     fm_trainer_free(tr);
+    if (data.mem) fm_data_free(&data);
     fm_comm_exit(0);
 }

@@ -23,7 +23,7 @@ int main(int argc, char **argv)
     fm_model m;
     fm_target target;
     CHECK(fm_model_build(&m, &cfg, err, sizeof err) == 0, "%s", err);
-    CHECK(fm_target_build(&target, &cfg, err, sizeof err) == 0, "%s", err);
+    CHECK(fm_target_build(&target, &cfg, NULL, err, sizeof err) == 0, "%s", err);
     const size_t n = m.nparams;
     float *p = malloc(sizeof(float) * n), *mo = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
     fm_rng_normal(p, 1, 0, 0, FM_STREAM_EVAL, (int)n);

@@ -67,7 +67,7 @@ int main(int argc, char **argv)
     fm_config cfg;
     fm_config_defaults(&cfg);
     fm_config_set(&cfg, "train.steps", "50", err, sizeof err);
-    fm_trainer *tr = fm_trainer_new(&cfg);
+    fm_trainer *tr = fm_trainer_new(&cfg, NULL);
     for (int s = 0; s < 3; s++) fm_trainer_step(tr, NULL);
     counting = 1;
     for (int s = 0; s < 20; s++) fm_trainer_step(tr, NULL);

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
                              {"optim.lr", "0.05"}, {"train.seed", "11"}, {"train.steps", "2"}};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         CHECK(fm_config_set(&c, keys[k][0], keys[k][1], err, sizeof err) == 0, "%s", err);
-    fm_trainer *tr = fm_trainer_new(&c);
+    fm_trainer *tr = fm_trainer_new(&c, NULL);
     const size_t n = tr->model.nparams;
     float *p0 = malloc(sizeof(float) * n), *p1 = malloc(sizeof(float) * n);
     double *ref = malloc(sizeof(double) * n);

@@ -16,13 +16,16 @@ typedef struct {
     float *params, *m, *v;       /* [model.nparams] each, one layout */
     long step;
     fm_history hist;
+    char *data_about;            /* the root attribute data: what it was trained on (NULL: not said) */
+    uint64_t data_fingerprint;   /* data_fingerprint, 0 when the target has none (a mixture) */
 } fm_ckpt;
 
 /* What a checkpoint is written from (borrowed). */
 typedef struct {
     const char *config_text;
     const fm_model *model;
-    const fm_target *target;     /* its arrays go under /data, so tools need not regenerate them */
+    const fm_target *target;     /* its arrays go under /data, so tools need not regenerate them;
+                                  * its about and fingerprint in root attributes data, data_fingerprint */
     const float *params, *m, *v; /* [model->nparams] each */
     long step;
     const fm_history *hist;

@@ -30,6 +30,18 @@ int fm_comm_all_ok(int ok);
 
 void fm_comm_barrier(void);
 
+/* One copy per node (MPI-3 shared memory): collective over all ranks; the ranks of a node share
+ * one allocation of `bytes`, which node rank 0 (the leader) fills, then every rank calls sync
+ * before reading it. */
+typedef struct fm_comm_shared fm_comm_shared;
+fm_comm_shared *fm_comm_shared_new(size_t bytes);
+void *fm_comm_shared_base(const fm_comm_shared *s);
+int fm_comm_shared_leader(const fm_comm_shared *s);
+void fm_comm_shared_sync(fm_comm_shared *s);
+/* The sum of v over the ranks of this node. */
+double fm_comm_shared_sum(const fm_comm_shared *s, double v);
+void fm_comm_shared_free(fm_comm_shared *s); /* collective */
+
 /* A clean end for all ranks together: MPI_Finalize, then exit(status). */
 _Noreturn void fm_comm_exit(int status);
 

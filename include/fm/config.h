@@ -11,6 +11,7 @@
 typedef struct {
     /* [data] */
     char target[FM_NAME_MAX]; /* a name of fm_target_name */
+    char data_file[FM_PATH_MAX]; /* target = file: the dataset */
     long dim, modes, mean_seed;
     double radius, std, x_offset, scale, source_std;
     /* [path] */

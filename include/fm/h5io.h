@@ -36,6 +36,9 @@ int fm_h5_attr_i64(fm_h5 f, const char *obj, const char *name, int64_t value);
 /* The root attributes of every fm file: fm_format (format), fm_version (FM_FORMAT_VERSION),
  * fm_git (the build's git describe) and fm_release. */
 int fm_h5_stamp(fm_h5 f, const char *format);
+/* Opens an fm file read-only after checking fm_format (== want unless want is NULL) and a
+ * version this build reads; -1 with one line in err naming what is wrong. */
+fm_h5 fm_h5_open_fm(const char *path, const char *want, char *err, int cap);
 /* Reads; -1 when missing or of another kind. The string is malloc'd. */
 int fm_h5_attr_read_str(fm_h5 f, const char *obj, const char *name, char **value);
 int fm_h5_attr_read_i64(fm_h5 f, const char *obj, const char *name, int64_t *value);
@@ -46,6 +49,12 @@ int fm_h5_shape(fm_h5 f, const char *name, int *rank, uint64_t dims[8]);
 int fm_h5_read_f32(fm_h5 f, const char *name, float *out, uint64_t n);
 int fm_h5_read_f64(fm_h5 f, const char *name, double *out, uint64_t n);
 int fm_h5_read_i64(fm_h5 f, const char *name, int64_t *out, uint64_t n);
+int fm_h5_read_i32(fm_h5 f, const char *name, int32_t *out, uint64_t n);
+int fm_h5_read_u8(fm_h5 f, const char *name, uint8_t *out, uint64_t n);
+/* A dataset's element kind ('f' float, 'i' signed or 'u' unsigned integer, '?' other) and size. */
+int fm_h5_type(fm_h5 f, const char *name, char *kind, size_t *size);
+/* An attribute of exactly n numbers, read as doubles. */
+int fm_h5_attr_read_f64v(fm_h5 f, const char *obj, const char *name, double *value, int n);
 
 /* Lists every dataset with its shape and type, one per line. */
 int fm_h5_list(fm_h5 f, FILE *out);

@@ -17,7 +17,6 @@ enum {
     FM_STREAM_SAMPLE = 4, /* sampler x0, index = trajectory */
     FM_STREAM_MEANS = 5,  /* random mixture means */
     FM_STREAM_EVAL = 6,   /* fresh draws for evaluation tools */
-    FM_STREAM_EPOCH = 7,  /* the epochs' row permutations (fm/epoch.h) */
 };
 
 /* The raw block function: out = Philox4x32-10(ctr, key). */

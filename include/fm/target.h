@@ -7,13 +7,15 @@
 #include <stdint.h>
 
 #include "fm/config.h"
+#include "fm/dataset.h"
 #include "fm/tensor.h"
 
 typedef struct fm_target fm_target;
 
 typedef struct {
     const char *name; /* data.target */
-    /* Fills impl, dim, classes and the arrays from the config: 0, or -1 with err. */
+    int needs_data;   /* 1: draws from a dataset in memory (t->data), loaded by the run */
+    /* Fills impl, dim, classes and the arrays from the config (and t->data): 0, or -1 with err. */
     int (*build)(fm_target *t, const fm_config *c, char *err, int cap);
     void (*free_impl)(void *impl);
     /* Row i of z (and y[i] when the target has classes; y may be NULL otherwise) is global sample
@@ -28,8 +30,13 @@ typedef struct {
 struct fm_target {
     const fm_target_ops *ops;
     void *impl;
+    const fm_dataset *data; /* the dataset of a target that needs one, else NULL */
     int dim;      /* D */
     int classes;  /* labels 0..classes-1 come with z; 0: none */
+    /* What the checkpoint records of it (root attributes data, data_fingerprint), so that a resume
+     * on other data is refused; fingerprint 0: nothing to compare (the config says it all). */
+    char about[512];
+    uint64_t fingerprint;
     /* What the checkpoint keeps of it under /data, for tools (a mixture's means and std). */
     int narrays;
     fm_tensor arrays[FM_TARGET_MAX_ARRAYS];
@@ -39,8 +46,11 @@ struct fm_target {
 /* "gmm_ring" "gmm_random" "gaussian": the list of fm/names.h, from the registry. */
 const char *fm_target_name(int i);
 
-/* The target the config names: 0, or -1 with one line in err. */
-int fm_target_build(fm_target *t, const fm_config *c, char *err, int cap);
+/* The target the config names, drawing from data when it needs a dataset (NULL otherwise): 0,
+ * or -1 with one line in err. */
+int fm_target_build(fm_target *t, const fm_config *c, const fm_dataset *data, char *err, int cap);
+/* 1 when the config's target draws from a dataset file (the run loads it first). */
+int fm_target_needs_data(const fm_config *c);
 void fm_target_free(fm_target *t);
 
 static inline void fm_target_draw(float *z, int *y, const fm_target *t, uint64_t seed, uint32_t step,

