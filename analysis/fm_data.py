@@ -102,16 +102,21 @@ def mnist(out, src):
 
 
 def toy(name, n, rng):
-    """2-D toy sets as torchcfm offers them (shapes and scales of its datasets)."""
+    """2-D toy sets as torchcfm offers them (shapes and scales of its datasets): (x, labels or None);
+    moons, circles and 8gaussians are labelled by their moon, circle or mode."""
+    y = None
     if name == "moons":
         a = rng.uniform(0, math.pi, n)
         upper = rng.random(n) < 0.5
         x = np.where(upper[:, None], np.c_[np.cos(a), np.sin(a)], np.c_[1 - np.cos(a), 0.5 - np.sin(a)])
         x = 3 * (x + 0.1 * rng.standard_normal((n, 2)) - np.array([0.5, 0.25]))
+        y = (~upper).astype(np.int32)
     elif name == "circles":
         a = rng.uniform(0, 2 * math.pi, n)
-        r = np.where(rng.random(n) < 0.5, 1.0, 0.5)
+        inner = rng.random(n) < 0.5
+        r = np.where(inner, 0.5, 1.0)
         x = 3 * (r[:, None] * np.c_[np.cos(a), np.sin(a)] + 0.08 * rng.standard_normal((n, 2)))
+        y = inner.astype(np.int32)
     elif name == "checkerboard":  # 8 squares of a 4 x 4 board, side 2
         x1 = rng.uniform(-2, 2, n)
         x2 = rng.random(n) - 2 * rng.integers(0, 2, n) + np.floor(x1) % 2
@@ -121,10 +126,11 @@ def toy(name, n, rng):
         x = np.c_[t * np.cos(t), t * np.sin(t)] / 5 + 0.1 * rng.standard_normal((n, 2))
     elif name == "8gaussians":
         centers = 5 * np.array([(math.cos(a), math.sin(a)) for a in np.arange(8) * math.pi / 4])
-        x = centers[rng.integers(0, 8, n)] + 0.5 * rng.standard_normal((n, 2))
+        y = rng.integers(0, 8, n).astype(np.int32)
+        x = centers[y] + 0.5 * rng.standard_normal((n, 2))
     else:
         raise ValueError(f"unknown toy set {name}: allowed: {', '.join(TOYS)}")
-    return x.astype(np.float32)
+    return x.astype(np.float32), y
 
 
 def main(argv=None):
@@ -158,8 +164,8 @@ def main(argv=None):
         n, nt = mnist(a.out, a.src)
     elif a.cmd == "toy":
         rng = np.random.default_rng(a.seed)
-        x, xt = toy(a.name, a.n, rng), toy(a.name, a.test, rng)
-        write(a.out, x, x_test=xt, value_range=(-1.0, 1.0), source=f"toy {a.name}, seed {a.seed}")
+        (x, y), (xt, yt) = toy(a.name, a.n, rng), toy(a.name, a.test, rng)
+        write(a.out, x, y, xt, yt, value_range=(-1.0, 1.0), source=f"toy {a.name}, seed {a.seed}")
         n, nt = len(x), len(xt)
     else:
         if a.cmd == "npy":

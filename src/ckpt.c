@@ -78,6 +78,7 @@ int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap)
     if (rc == 0) rc = write_tensors(f, "/model", m->tensors, m->ntensors, s->params, what, sizeof what);
     if (rc == 0) rc = write_tensors(f, "/optim/m", m->tensors, m->ntensors, s->m, what, sizeof what);
     if (rc == 0) rc = write_tensors(f, "/optim/v", m->tensors, m->ntensors, s->v, what, sizeof what);
+    if (rc == 0 && s->ema) rc = write_tensors(f, "/ema", m->tensors, m->ntensors, s->ema, what, sizeof what);
     WRITE("/optim/step", fm_h5_write_i64(f, "/optim/step", &step64, 0, NULL));
     WRITE("/history/step", fm_h5_write_i64(f, "/history/step", h->step, 1, n));
     WRITE("/history/loss", fm_h5_write_f32(f, "/history/loss", h->loss, 1, n));
@@ -163,9 +164,22 @@ void fm_ckpt_free(fm_ckpt *c)
     free(c->params);
     free(c->m);
     free(c->v);
+    free(c->ema);
     fm_history_free(&c->hist);
     fm_model_free(&c->model);
     memset(c, 0, sizeof *c);
+}
+
+/* /ema when the file has it (the first tensor tells): read whole, with the same checks. */
+static int read_ema(fm_ckpt *c, fm_h5 f, char *err, int cap, const char *path)
+{
+    char name[FM_TENSOR_NAME + 8];
+    int rank;
+    uint64_t d[8];
+    snprintf(name, sizeof name, "/ema/%s", c->model.tensors[0].name);
+    if (fm_h5_shape(f, name, &rank, d)) return 0;
+    c->ema = fm_malloc(sizeof(float) * c->model.nparams);
+    return read_tensors(f, "/ema", &c->model, c->ema, err, cap, path);
 }
 
 /* The dataset a checkpoint was trained on, when it says (format 1 files and mixtures do not). */
@@ -210,7 +224,7 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
         c->v = fm_malloc(sizeof(float) * n);
         if (read_tensors(f, "/model", &c->model, c->params, err, cap, path) == 0 &&
             read_tensors(f, "/optim/m", &c->model, c->m, err, cap, path) == 0 &&
-            read_tensors(f, "/optim/v", &c->model, c->v, err, cap, path) == 0) {
+            read_tensors(f, "/optim/v", &c->model, c->v, err, cap, path) == 0 && read_ema(c, f, err, cap, path) == 0) {
             if (fm_h5_shape(f, "/history/step", &rank, d) || rank != 1) {
                 fm_errorf(err, cap, "%s: /history/step is missing: the file is corrupt", path);
             } else {

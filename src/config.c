@@ -4,6 +4,7 @@
 #include <ini.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,12 @@ static const key_spec keys[] = {
     {"model", "type", T_WORD, OFF(model_type), 0, 0, 0, fm_model_type_name, "mlp", 1, "the vector field's model"},
     {"model", "hidden", T_INTLIST, OFF(hidden), 1, 1 << 20, 0, 0, "1024,16", 1, "hidden widths, comma separated"},
     {"model", "activation", T_WORD, OFF(activation), 0, 0, 0, fm_act_name, "silu", 1, "activation between layers"},
-    {"model", "time_embed", T_WORD, OFF(time_embed), 0, 0, "raw", 0, "raw", 1, "how t enters: raw = concat(x, t)"},
+    {"model", "time_embed", T_WORD, OFF(time_embed), 0, 0, 0, fm_model_time_embed_name, "raw", 1,
+     "how t enters: raw = concat(x, t); fourier = sqrt 2 [sin 2 pi w t, cos 2 pi w t], w learnt (t_dim / 2 of them)"},
+    {"model", "t_dim", T_INT, OFF(t_dim), 2, 1 << 16, 0, 0, "40", 1, "time_embed = fourier: the embedding's size (even)"},
+    {"model", "classes", T_INT, OFF(model_classes), 0, 1 << 20, 0, 0, "0", 1,
+     "K class labels (data with /y): an embedding of K + 1 rows (row K: no label); 0 = unconditional"},
+    {"model", "y_dim", T_INT, OFF(y_dim), 1, 1 << 16, 0, 0, "40", 1, "classes > 0: the label embedding's size"},
     {"optim", "lr", T_REAL, OFF(lr), 0, 10, 0, 0, "1e-3", 0, "Adam learning rate"},
     {"optim", "beta1", T_REAL, OFF(beta1), 0, 0.999999, 0, 0, "0.9", 0, "Adam beta1"},
     {"optim", "beta2", T_REAL, OFF(beta2), 0, 0.999999999, 0, 0, "0.999", 0, "Adam beta2"},
@@ -62,6 +68,8 @@ static const key_spec keys[] = {
     {"optim", "clip", T_REAL, OFF(clip), 0, 1e12, 0, 0, "0", 0, "clip the global gradient norm to this; 0 = off"},
     {"optim", "schedule", T_WORD, OFF(lr_schedule), 0, 0, 0, fm_optim_schedule_name, "constant", 0,
      "learning rate after warmup: constant, or cosine decay to 0 at train.steps"},
+    {"optim", "ema", T_REAL, OFF(ema), 0, 0.9999999, 0, 0, "0", 0,
+     "decay of an exponential moving average of the weights (e.g. 0.999), kept in the checkpoint under /ema; 0 = off"},
     {"optim", "warmup", T_INT, OFF(warmup), 0, 1e9, 0, 0, "0", 0, "linear warmup steps"},
     {"train", "steps", T_INT, OFF(steps), 1, 1e9, 0, 0, "5000", 0, "optimiser steps in all (a resumed run continues to it)"},
     {"train", "batch", T_INT, OFF(batch), 1, 1e9, 0, 0, "1000", 1, "global batch B, split over the ranks"},
@@ -78,10 +86,18 @@ static const key_spec keys[] = {
      "samples per forward/backward pass within a rank's shard (cache tiling; same gradient up to rounding)"},
     {"train", "overlap", T_WORD, OFF(overlap), 0, 0, "on off", 0, "off", 0,
      "on: all-reduce each layer's gradient (MPI_Iallreduce) while the backward goes on below it; off: one MPI_Allreduce after the backward (see README, Performance)"},
+    {"train", "cond_drop", T_REAL, OFF(cond_drop), 0, 1, 0, 0, "0.1", 0,
+     "model.classes > 0: probability that a sample's label is replaced by 'no label' (classifier-free guidance)"},
     {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
     {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, 0, "1000", 0, "samples drawn after training; 0 = none"},
     {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
     {"sample", "solver", T_WORD, OFF(solver), 0, 0, 0, fm_ode_solver_name, "euler", 0, "ODE solver"},
+    {"sample", "guidance", T_REAL, OFF(guidance), -100, 100, 0, 0, "1", 0,
+     "model.classes > 0: w of u(x,t,none) + w (u(x,t,y) - u(x,t,none)); 1 = conditional, 0 = unconditional"},
+    {"sample", "classes", T_TEXT, OFF(sample_classes), 1, 0, 0, 0, "all", 0,
+     "model.classes > 0: the labels of the trajectories: all (trajectory j gets j mod K), one label, or a list K1,K2,..."},
+    {"sample", "weights", T_WORD, OFF(sample_weights), 0, 0, "ema raw", 0, "ema", 0,
+     "the weights the sampler uses: ema (when the checkpoint has them, else raw) or raw"},
     {"sample", "seed", T_INT, OFF(sample_seed), 0, 4294967295.0, 0, 0, "1", 0, "seed of the sampler's x0 draws"},
     {"sample", "trajectories", T_INT, OFF(trajectories), 0, 1e7, 0, 0, "100", 0, "how many of the samples are recorded at every step (at most sample.n)"},
     {"sample", "batch", T_INT, OFF(sample_batch), 1, 1e7, 0, 0, "256", 0, "trajectories integrated at once per rank (memory)"},
@@ -302,10 +318,43 @@ int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err
     return -1;
 }
 
+int fm_config_class_list(int *out, int cap, const char *spec)
+{
+    if (strcmp(spec, "all") == 0) return 0;
+    int n = 0;
+    for (const char *p = spec;; p++) {
+        char *end;
+        errno = 0;
+        const long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX || n == cap || (*end != ',' && *end != '\0')) return -1;
+        out[n++] = (int)v;
+        if (*end == '\0') return n;
+        p = end;
+    }
+}
+
 int fm_config_validate(const fm_config *c, char *err, int cap)
 {
     if (c->sample_n > 4294967295L || c->batch > 4294967295L) {
         fm_errorf(err, cap, "sample indices must fit in 32 bits");
+        return -1;
+    }
+    int list[256];
+    const int nl = fm_config_class_list(list, 256, c->sample_classes);
+    for (int k = 0; k < nl && c->model_classes > 0; k++)
+        if (list[k] >= c->model_classes) {
+            fm_errorf(err, cap, "[sample] classes = '%s': label %d: allowed: all, or labels 0 .. %ld (model.classes)",
+                      c->sample_classes, list[k], c->model_classes - 1);
+            return -1;
+        }
+    if (nl < 0) {
+        fm_errorf(err, cap, "[sample] classes = '%s': allowed: all, a label, or up to 256 labels K1,K2,...",
+                  c->sample_classes);
+        return -1;
+    }
+    if (c->model_classes > 0 && !fm_target_needs_data(c)) {
+        fm_errorf(err, cap, "[model] classes = %ld needs labelled data: data.target = file with labels /y "
+                  "(data.target = %s has none)", c->model_classes, c->target);
         return -1;
     }
     /* The target and the model check their own keys: build them once, before any work (a

@@ -144,11 +144,11 @@ int fm_h5_write_i64(fm_h5 f, const char *name, const int64_t *data, int rank, co
     return write_ds(f, name, H5T_NATIVE_INT64, H5T_STD_I64LE, data, rank, dims);
 }
 
-int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims,
-                         uint64_t row0, uint64_t nrows)
+static int write_rows(fm_h5 f, const char *name, hid_t memtype, hid_t filetype, const void *data, int rank,
+                      const uint64_t *dims, uint64_t row0, uint64_t nrows)
 {
     hid_t space = make_space(rank, dims);
-    hid_t ds = create_ds(f, name, H5T_IEEE_F32LE, space);
+    hid_t ds = create_ds(f, name, filetype, space);
     H5Sclose(space);
     if (ds < 0) return -1;
     int rc = 0;
@@ -167,13 +167,25 @@ int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank,
         }
         hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
         H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-        if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, data) < 0) rc = -1;
+        if (H5Dwrite(ds, memtype, mspace, fspace, dxpl, data) < 0) rc = -1;
         H5Pclose(dxpl);
         H5Sclose(mspace);
         H5Sclose(fspace);
     }
     if (H5Dclose(ds) < 0) rc = -1;
     return rc;
+}
+
+int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims,
+                         uint64_t row0, uint64_t nrows)
+{
+    return write_rows(f, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, data, rank, dims, row0, nrows);
+}
+
+int fm_h5_write_i32_rows(fm_h5 f, const char *name, const int32_t *data, int rank, const uint64_t *dims,
+                         uint64_t row0, uint64_t nrows)
+{
+    return write_rows(f, name, H5T_NATIVE_INT32, H5T_STD_I32LE, data, rank, dims, row0, nrows);
 }
 
 static int write_attr(fm_h5 f, const char *obj, const char *name, hid_t type, hid_t memtype, const void *value)
@@ -203,6 +215,16 @@ int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value
     hid_t t = vlen_utf8();
     int rc = write_attr(f, obj, name, t, t, &value);
     H5Tclose(t);
+    return rc;
+}
+
+int fm_h5_attr_f64(fm_h5 f, const char *obj, const char *name, double value)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate_by_name(f, obj, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a >= 0 && H5Awrite(a, H5T_NATIVE_DOUBLE, &value) >= 0 ? 0 : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
     return rc;
 }
 

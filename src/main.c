@@ -223,7 +223,11 @@ static int cmd_sample(int argc, char **argv, int first)
     fm_kern_blas_threads((int)cfg.threads);
     fm_model model;
     if (fm_model_build(&model, &cfg, err, sizeof err)) fail_all(err);
+    /* The moving average when the checkpoint has one and sample.weights asks for it. */
+    int ema = fm_comm_rank() == 0 && c.ema && strcmp(cfg.sample_weights, "ema") == 0;
+    fm_comm_bcast(&ema, sizeof ema);
     if (fm_comm_rank() != 0) c.params = fm_malloc(sizeof(float) * model.nparams);
+    else if (ema) memcpy(c.params, c.ema, sizeof(float) * model.nparams);
     fm_comm_bcast(c.params, sizeof(float) * model.nparams);
 
     char path[FM_PATH_MAX + 32];
@@ -235,7 +239,7 @@ static int cmd_sample(int argc, char **argv, int first)
     }
     if (cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
     char *text = fm_config_dump(&cfg);
-    int ok = fm_sample_run(path, &cfg, text, &model, c.params, step, err, sizeof err) == 0;
+    int ok = fm_sample_run(path, &cfg, text, &model, c.params, ema, step, err, sizeof err) == 0;
     if (!ok && fm_comm_rank() == 0) fm_error_print(err);
     free(text);
     fm_model_free(&model);

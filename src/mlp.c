@@ -11,18 +11,11 @@
 #include "fm/names.h"
 #include "fm/rng.h"
 
-int fm_mlp_shape(fm_mlp *m, int dim, const int *hidden, int nhidden, fm_act act)
+/* Offsets in the flat buffer: the layers (weight, then bias, as format 1 had them), then the
+ * embeddings. */
+static void layout(fm_mlp *m)
 {
-    if (dim < 1 || nhidden < 1 || nhidden + 1 > FM_MLP_MAX_LAYERS) return -1;
-    memset(m, 0, sizeof *m);
-    m->nlayers = nhidden + 1;
-    m->act = act;
-    m->dims[0] = dim + 1;
-    for (int l = 0; l < nhidden; l++) {
-        if (hidden[l] < 1) return -1;
-        m->dims[l + 1] = hidden[l];
-    }
-    m->dims[m->nlayers] = dim;
+    m->dims[0] = m->dim + m->t_cols + m->y_cols;
     size_t off = 0;
     for (int l = 0; l < m->nlayers; l++) {
         m->w_off[l] = off;
@@ -30,7 +23,37 @@ int fm_mlp_shape(fm_mlp *m, int dim, const int *hidden, int nhidden, fm_act act)
         m->b_off[l] = off;
         off += (size_t)m->dims[l + 1];
     }
+    m->layers_end = m->te_off = off;
+    if (m->t_cols > 1) off += (size_t)m->t_cols / 2;
+    m->ye_off = off;
+    if (m->classes > 0) off += (size_t)(m->classes + 1) * m->y_cols;
     m->nparams = off;
+}
+
+int fm_mlp_shape(fm_mlp *m, int dim, const int *hidden, int nhidden, fm_act act)
+{
+    if (dim < 1 || nhidden < 1 || nhidden + 1 > FM_MLP_MAX_LAYERS) return -1;
+    memset(m, 0, sizeof *m);
+    m->nlayers = nhidden + 1;
+    m->act = act;
+    m->dim = dim;
+    m->t_cols = 1;
+    for (int l = 0; l < nhidden; l++) {
+        if (hidden[l] < 1) return -1;
+        m->dims[l + 1] = hidden[l];
+    }
+    m->dims[m->nlayers] = dim;
+    layout(m);
+    return 0;
+}
+
+int fm_mlp_condition(fm_mlp *m, int fourier, int t_dim, int classes, int y_dim)
+{
+    if ((fourier && (t_dim < 2 || t_dim % 2)) || classes < 0 || (classes > 0 && y_dim < 1)) return -1;
+    m->t_cols = fourier ? t_dim : 1;
+    m->classes = classes;
+    m->y_cols = classes > 0 ? y_dim : 0;
+    layout(m);
     return 0;
 }
 
@@ -45,6 +68,11 @@ void fm_mlp_init(float *params, const fm_mlp *m, uint64_t seed)
         for (int i = 0; i < nw; i++) w[i] = bound * (2.0f * w[i] - 1.0f);
         for (int i = 0; i < nb; i++) b[i] = bound * (2.0f * b[i] - 1.0f);
     }
+    /* The embeddings ~ N(0, 1) (lab 3's Fourier frequencies, nn.Embedding). */
+    const uint32_t next = (uint32_t)(2 * m->nlayers);
+    if (m->t_cols > 1) fm_rng_normal(params + m->te_off, seed, 0, next, FM_STREAM_INIT, m->t_cols / 2);
+    if (m->classes > 0)
+        fm_rng_normal(params + m->ye_off, seed, 0, next + 1, FM_STREAM_INIT, (m->classes + 1) * m->y_cols);
 }
 
 static int max_dim(const fm_mlp *m)
@@ -65,7 +93,8 @@ static int row_stride(int width, int hidden)
 
 /* Layers served by the thin and the narrow kernels instead of sgemm. A narrow layer's rows are
  * never padded (padding starts at 64 floats), as the narrow kernels assume. */
-static int is_thin(const fm_mlp *m, int l) { return l == 0 && m->dims[0] <= FM_THIN_INPUT; }
+static int embedded(const fm_mlp *m) { return m->t_cols > 1 || m->classes > 0; }
+static int is_thin(const fm_mlp *m, int l) { return l == 0 && !embedded(m) && m->dims[0] <= FM_THIN_INPUT; }
 static int is_narrow(const fm_mlp *m, int l) { return !is_thin(m, l) && m->dims[l + 1] <= FM_NARROW_OUTPUT; }
 
 fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
@@ -91,6 +120,8 @@ fm_mlp_work *fm_mlp_work_new(const fm_mlp *m, int cap)
     w->w0x = fm_malloc(sizeof(float) * (size_t)m->dims[0] * m->dims[1]);
     w->b0t = fm_malloc(sizeof(float) * (size_t)m->dims[1]);
     w->t_row = fm_malloc(sizeof(float) * (size_t)cap);
+    w->y_row = fm_malloc(sizeof(int) * (size_t)cap);
+    w->gin = fm_malloc(sizeof(float) * (size_t)cap * (size_t)(m->t_cols + m->y_cols));
     w->pad = fm_malloc(sizeof(float) * ((size_t)32 * max_dim(m) + (size_t)16 * cap));
     for (int l = 0; l < m->nlayers; l++)
         if (is_narrow(m, l)) w->wt16[l] = fm_malloc(sizeof(float) * 16 * (size_t)m->dims[l]);
@@ -117,6 +148,8 @@ void fm_mlp_work_free(fm_mlp_work *w)
     free(w->w0x);
     free(w->b0t);
     free(w->t_row);
+    free(w->y_row);
+    free(w->gin);
     free(w->pad);
     free(w->g0);
     free(w->g1);
@@ -149,27 +182,51 @@ static const float *forward_layers(fm_mlp_work *w, const fm_mlp *m, const float 
     return w->pre[m->nlayers - 1];
 }
 
+#define TWO_PI 6.28318530717958647692
+
+const float *fm_mlp_forward_cond(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x,
+                                 const float *t, float t_all, const int *y, int n)
+{
+    FM_CHECK(n <= w->cap, "batch of %d exceeds the work buffers' %d", n, w->cap);
+    const int D = m->dim, in = m->dims[0], h = m->t_cols / 2;
+    const float *freq = params + m->te_off;
+    /* The rows [x | e(t) | e(y)]; t and y kept for the backward. */
+    for (int i = 0; i < n; i++) {
+        float *row = w->in + (size_t)i * in;
+        const float ti = t ? t[i] : t_all;
+        w->t_row[i] = ti;
+        memcpy(row, x + (size_t)i * D, sizeof(float) * D);
+        if (m->t_cols == 1) {
+            row[D] = ti;
+        } else {
+            for (int k = 0; k < h; k++) {
+                const double a = TWO_PI * (double)freq[k] * ti;
+                row[D + k] = (float)(M_SQRT2 * sin(a));
+                row[D + h + k] = (float)(M_SQRT2 * cos(a));
+            }
+        }
+        if (m->classes > 0) {
+            const int yi = y ? y[i] : m->classes;
+            FM_CHECK(yi >= 0 && yi <= m->classes, "label %d of row %d outside 0..%d", yi, i, m->classes);
+            w->y_row[i] = yi;
+            memcpy(row + D + m->t_cols, params + m->ye_off + (size_t)yi * m->y_cols, sizeof(float) * m->y_cols);
+        }
+    }
+    return forward_layers(w, m, params, w->in, n, 0);
+}
+
 const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x,
                             const float *t, int n)
 {
-    FM_CHECK(n <= w->cap, "batch of %d exceeds the work buffers' %d", n, w->cap);
-    const int dim = m->dims[0] - 1;
-    for (int i = 0; i < n; i++) {
-        memcpy(w->in + (size_t)i * (dim + 1), x + (size_t)i * dim, sizeof(float) * dim);
-        w->in[(size_t)i * (dim + 1) + dim] = t[i];
-    }
-    return forward_layers(w, m, params, w->in, n, 0);
+    return fm_mlp_forward_cond(w, m, params, x, t, 0.0f, NULL, n);
 }
 
 const float *fm_mlp_forward_at(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x, float t,
                                int n)
 {
     FM_CHECK(n <= w->cap, "batch of %d exceeds the work buffers' %d", n, w->cap);
-    const int dim = m->dims[0] - 1, out = m->dims[1];
-    if (dim > FM_THIN_INPUT) {
-        for (int i = 0; i < n; i++) w->t_row[i] = t;
-        return fm_mlp_forward(w, m, params, x, w->t_row, n);
-    }
+    const int dim = m->dim, out = m->dims[1];
+    if (!is_thin(m, 0) || dim > FM_THIN_INPUT) return fm_mlp_forward_cond(w, m, params, x, NULL, t, NULL, n);
     /* One t for every row: layer 0 is W[:, :D] x + (b + W[:, D] t), a thin layer of D inputs. */
     const float *W = params + m->w_off[0], *b = params + m->b_off[0];
     for (int j = 0; j < out; j++) {
@@ -179,6 +236,29 @@ const float *fm_mlp_forward_at(fm_mlp_work *w, const fm_mlp *m, const float *par
     fm_kern_thin_forward(w->pre[0], w->post[0], w->aux[0], w->wt, x, w->w0x, w->b0t, n, dim, out, w->ld[0],
                          m->nlayers > 1 ? (int)m->act : -1);
     return forward_layers(w, m, params, w->post[0], n, 1);
+}
+
+/* The embeddings' gradients from layer 0's: gin[n, E] = g[n, out] W0[:, D:D+E], then the chain
+ * rule into te/w (d sqrt2 sin(2 pi w t)/dw = sqrt2 2 pi t cos(.), and -sqrt2 2 pi t sin(.) for
+ * the cosines) and into the rows of ye/weight the labels picked. */
+static void embed_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *params, const float *g, int ld,
+                           int n)
+{
+    const int D = m->dim, in = m->dims[0], E = in - D, h = m->t_cols / 2;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, E, m->dims[1], 1.0f, g, ld, params + m->w_off[0] + D,
+                in, 0.0f, w->gin, E);
+    const float *freq = params + m->te_off;
+    for (int i = 0; i < n; i++) {
+        const float *gi = w->gin + (size_t)i * E;
+        for (int k = 0; k < h; k++) { /* Fourier: t_cols > 1 */
+            const double a = TWO_PI * (double)freq[k] * w->t_row[i], c = M_SQRT2 * TWO_PI * w->t_row[i];
+            grad[m->te_off + k] += (float)(c * (gi[k] * cos(a) - gi[h + k] * sin(a)));
+        }
+        if (m->classes > 0) {
+            float *gy = grad + m->ye_off + (size_t)w->y_row[i] * m->y_cols;
+            for (int k = 0; k < m->y_cols; k++) gy[k] += gi[m->t_cols + k];
+        }
+    }
 }
 
 void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *params,
@@ -207,7 +287,11 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
                 fm_kern_act_backward(ga, w->pre[l - 1], w->post[l - 1], w->aux[l - 1], (size_t)n * lda, m->act);
             }
         }
-        if (done) done(ctx, m->w_off[l], l == m->nlayers - 1 ? m->nparams : m->w_off[l + 1]);
+        if (done) done(ctx, m->w_off[l], l == m->nlayers - 1 ? m->layers_end : m->w_off[l + 1]);
+        if (l == 0 && embedded(m)) {
+            embed_backward(grad, w, m, params, g, ld, n);
+            if (done) done(ctx, m->layers_end, m->nparams);
+        }
         g = ga;
     }
 }
@@ -224,8 +308,14 @@ static int mlp_build(fm_model *model, const fm_config *c, char *err, int cap)
                   (int)c->nhidden, c->activation, c->dim);
         return -1;
     }
+    const int fourier = fm_names_find(fm_model_time_embed_name, c->time_embed) == 1;
+    if (fm_mlp_condition(m, fourier, (int)c->t_dim, (int)c->model_classes, (int)c->y_dim)) {
+        fm_errorf(err, cap, "[model] t_dim = %ld (time_embed = %s), classes = %ld, y_dim = %ld: allowed: an even t_dim "
+                  "of at least 2, y_dim of at least 1", c->t_dim, c->time_embed, c->model_classes, c->y_dim);
+        return -1;
+    }
     model->dim = (int)c->dim;
-    model->classes = 0;
+    model->classes = m->classes;
     char name[FM_TENSOR_NAME];
     for (int l = 0; l < m->nlayers; l++) {
         const uint64_t wd[2] = {(uint64_t)m->dims[l + 1], (uint64_t)m->dims[l]}, bd[1] = {wd[0]};
@@ -233,6 +323,14 @@ static int mlp_build(fm_model *model, const fm_config *c, char *err, int cap)
         FM_CHECK(fm_model_add_tensor(model, name, 2, wd) == m->w_off[l], "MLP layout: %s", name);
         snprintf(name, sizeof name, "layer_%d/bias", l);
         FM_CHECK(fm_model_add_tensor(model, name, 1, bd) == m->b_off[l], "MLP layout: %s", name);
+    }
+    if (m->t_cols > 1) {
+        const uint64_t td[2] = {1, (uint64_t)m->t_cols / 2};
+        FM_CHECK(fm_model_add_tensor(model, "te/w", 2, td) == m->te_off, "MLP layout: te/w");
+    }
+    if (m->classes > 0) {
+        const uint64_t yd[2] = {(uint64_t)m->classes + 1, (uint64_t)m->y_cols};
+        FM_CHECK(fm_model_add_tensor(model, "ye/weight", 2, yd) == m->ye_off, "MLP layout: ye/weight");
     }
     FM_CHECK(model->nparams == m->nparams, "MLP layout: %zu parameters, tensors cover %zu", m->nparams,
              model->nparams);
@@ -257,7 +355,9 @@ static void mlp_describe(char *out, int cap, const fm_model *model)
     const fm_mlp *m = model->impl;
     int len = snprintf(out, (size_t)cap, "%d", m->dims[0]);
     for (int l = 1; l <= m->nlayers && len < cap; l++) len += snprintf(out + len, (size_t)(cap - len), "-%d", m->dims[l]);
-    if (len < cap) snprintf(out + len, (size_t)(cap - len), " %s", fm_act_name(m->act));
+    if (len < cap) len += snprintf(out + len, (size_t)(cap - len), " %s", fm_act_name(m->act));
+    if (m->t_cols > 1 && len < cap) len += snprintf(out + len, (size_t)(cap - len), ", fourier t %d", m->t_cols);
+    if (m->classes > 0 && len < cap) snprintf(out + len, (size_t)(cap - len), ", %d classes y %d", m->classes, m->y_cols);
 }
 
 static void *mlp_work_new(const fm_model *model, int cap) { return fm_mlp_work_new(model->impl, cap); }
@@ -266,8 +366,8 @@ static void mlp_prepare(void *w, const fm_model *model, const float *params) { f
 
 static const float *mlp_forward(void *w, const fm_model *model, const float *params, const fm_model_in *in)
 {
-    if (!in->t) return fm_mlp_forward_at(w, model->impl, params, in->x, in->t_all, in->n);
-    return fm_mlp_forward(w, model->impl, params, in->x, in->t, in->n);
+    if (!in->t && !in->y) return fm_mlp_forward_at(w, model->impl, params, in->x, in->t_all, in->n);
+    return fm_mlp_forward_cond(w, model->impl, params, in->x, in->t, in->t_all, in->y, in->n);
 }
 
 static void mlp_backward(float *grad, void *w, const fm_model *model, const float *params, const float *dout, int n,

@@ -16,6 +16,12 @@ static const fm_model_ops *const models[] = {
 
 const char *fm_model_type_name(int i) { return i >= 0 && i < NMODELS ? models[i]->name : NULL; }
 
+const char *fm_model_time_embed_name(int i)
+{
+    static const char *const names[] = {"raw", "fourier"};
+    return i >= 0 && i < 2 ? names[i] : NULL;
+}
+
 int fm_model_build(fm_model *m, const fm_config *c, char *err, int cap)
 {
     memset(m, 0, sizeof *m);

@@ -41,6 +41,12 @@ void fm_optim_adam_step(float *restrict p, float *restrict m, float *restrict v,
     }
 }
 
+void fm_optim_ema(float *restrict ema, const float *restrict p, size_t n, double decay)
+{
+    const float d = (float)decay, e = (float)(1.0 - decay);
+    for (size_t i = 0; i < n; i++) ema[i] = d * ema[i] + e * p[i];
+}
+
 double fm_optim_norm(const float *g, size_t n)
 {
     /* eight partial sums, in a fixed order: vectorised, and the same result on every run */

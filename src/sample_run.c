@@ -23,8 +23,16 @@ static uint64_t recorded(const fm_config *cfg)
     return (uint64_t)(cfg->trajectories < cfg->sample_n ? cfg->trajectories : cfg->sample_n);
 }
 
-static int write_file(const char *tmp, const fm_config *cfg, const char *config_text, long checkpoint_step,
-                      const float *x, const float *traj, uint64_t r0, uint64_t nloc, uint64_t mloc)
+/* What a samples file holds besides the rows: the run's text, and what made them. */
+typedef struct {
+    const char *config_text;
+    long checkpoint_step;
+    int ema;        /* the weights were the moving average */
+    const int *y;   /* [nloc] the trajectories' labels, or NULL */
+} meta;
+
+static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, const float *x, const float *traj,
+                      uint64_t r0, uint64_t nloc, uint64_t mloc)
 {
     const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
     const uint64_t D = (uint64_t)cfg->dim;
@@ -38,19 +46,31 @@ static int write_file(const char *tmp, const fm_config *cfg, const char *config_
     const int root = fm_comm_rank() == 0;
     uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
     /* Attributes and dataset creation are collective: every rank makes the same calls. */
-    int rc = fm_h5_stamp(f, "samples") || fm_h5_attr_str(f, "/", "config", config_text) || fm_h5_attr_str(f, "/", "solver", cfg->solver) ||
-             fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) || fm_h5_attr_i64(f, "/", "checkpoint_step", checkpoint_step) ||
+    int rc = fm_h5_stamp(f, "samples") || fm_h5_attr_str(f, "/", "config", mt->config_text) ||
+             fm_h5_attr_str(f, "/", "solver", cfg->solver) || fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) ||
+             fm_h5_attr_i64(f, "/", "checkpoint_step", mt->checkpoint_step) ||
              fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
+             fm_h5_attr_str(f, "/", "weights", mt->ema ? "ema" : "raw") ||
              fm_h5_write_f32_rows(f, "/samples", x, 2, sd, r0, nloc) ||
              fm_h5_write_f32_rows(f, "/trajectories", traj, 3, td, r0 < M ? r0 : M, mloc) ||
-             fm_h5_write_f32_rows(f, "/times", times, 1, tt, 0, root ? T : 0);
+             fm_h5_write_f32_rows(f, "/times", times, 1, tt, 0, root ? T : 0) ||
+             (mt->y && (fm_h5_attr_f64(f, "/", "guidance", cfg->guidance) ||
+                        fm_h5_write_i32_rows(f, "/labels", mt->y, 1, sd, r0, nloc)));
     if (fm_h5_close(f)) rc = -1;
     free(times);
     return fm_comm_all_ok(rc == 0) ? 0 : -1;
 }
 
+void fm_sample_run_labels(int *y, const fm_config *cfg, int classes, uint64_t r0, uint64_t nloc)
+{
+    int list[256];
+    const int n = fm_config_class_list(list, 256, cfg->sample_classes);
+    FM_CHECK(n >= 0, "[sample] classes = '%s' is not a list of labels", cfg->sample_classes);
+    for (uint64_t i = 0; i < nloc; i++) y[i] = n == 0 ? (int)((r0 + i) % (uint64_t)classes) : list[(r0 + i) % (uint64_t)n];
+}
+
 void fm_sample_run_integrate(float *x, float *traj, const fm_config *cfg, const fm_model *m, const float *params,
-                             uint64_t r0, uint64_t nloc, uint64_t mloc)
+                             const int *y, uint64_t r0, uint64_t nloc, uint64_t mloc)
 {
     fm_fpmode_set(); /* this thread computes: subnormals flushed (fm/fpmode.h) */
     const int D = m->dim;
@@ -65,15 +85,15 @@ void fm_sample_run_integrate(float *x, float *traj, const fm_config *cfg, const 
         const int nb = (int)(nloc - c0 < (uint64_t)chunk ? nloc - c0 : (uint64_t)chunk);
         const int mb = c0 >= mloc ? 0 : (int)(mloc - c0 < (uint64_t)nb ? mloc - c0 : (uint64_t)nb);
         fm_dist_sample(x + c0 * D, src, (uint64_t)cfg->sample_seed, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
-        fm_ode_integrate(x + c0 * D, mb ? traj + c0 * T * D : NULL, w, params, NULL, 1.0f, nb, mb, cfg->sample_steps,
-                         solver);
+        fm_ode_integrate(x + c0 * D, mb ? traj + c0 * T * D : NULL, w, params, y ? y + c0 : NULL, (float)cfg->guidance,
+                         nb, mb, cfg->sample_steps, solver);
     }
     fm_ode_work_free(w);
     fm_dist_free(src);
 }
 
 int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
-                  const float *params, long checkpoint_step, char *err, int cap)
+                  const float *params, int ema, long checkpoint_step, char *err, int cap)
 {
     const int P = fm_comm_size(), r = fm_comm_rank();
     const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
@@ -84,14 +104,18 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
 
     float *x = fm_malloc(sizeof(float) * nloc * D);
     float *traj = fm_malloc(sizeof(float) * mloc * T * D);
-    fm_sample_run_integrate(x, traj, cfg, m, params, r0, nloc, mloc);
+    int *y = m->classes > 0 ? fm_malloc(sizeof(int) * (nloc ? nloc : 1)) : NULL;
+    if (y) fm_sample_run_labels(y, cfg, m->classes, r0, nloc);
+    fm_sample_run_integrate(x, traj, cfg, m, params, y, r0, nloc, mloc);
     double t1 = fm_now();
 
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int rc = write_file(tmp, cfg, config_text, checkpoint_step, x, traj, r0, nloc, mloc);
+    const meta mt = {config_text, checkpoint_step, ema, y};
+    int rc = write_file(tmp, cfg, &mt, x, traj, r0, nloc, mloc);
     free(x);
     free(traj);
+    free(y);
     int e = 0;
     if (rc == 0 && r == 0 && (fm_durable_fsync(tmp) || rename(tmp, path) || fm_durable_fsync_dir_of(path))) {
         rc = -1;

@@ -41,6 +41,10 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
     tr->v = fm_calloc(sizeof(float) * n);
     if (rank == 0) tr->model.ops->init(tr->params, &tr->model, (uint64_t)cfg->seed);
     fm_comm_bcast(tr->params, sizeof(float) * n);
+    if (cfg->ema > 0) {
+        tr->ema = fm_malloc(sizeof(float) * n);
+        memcpy(tr->ema, tr->params, sizeof(float) * n);
+    }
 
     tr->i0 = cfg->batch * rank / P;
     tr->nloc = cfg->batch * (rank + 1) / P - tr->i0;
@@ -54,6 +58,7 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
     tr->u = fm_malloc(sizeof(float) * mb * D);
     tr->dout = fm_malloc(sizeof(float) * mb * D);
     tr->y = fm_malloc(sizeof(int) * mb);
+    tr->drop = fm_malloc(sizeof(float) * mb);
     tr->work = fm_model_work_new(&tr->model, tr->mb);
     /* Every rank must make the same collective calls, so overlap needs every shard non-empty. */
     tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P;
@@ -64,7 +69,8 @@ void fm_trainer_free(fm_trainer *tr)
 {
     if (!tr) return;
     free(tr->params); free(tr->grad); free(tr->m); free(tr->v);
-    free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout); free(tr->y);
+    free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout); free(tr->y); free(tr->drop);
+    free(tr->ema);
     fm_dist_free(tr->source);
     fm_model_work_free(tr->work);
     fm_target_free(&tr->target);
@@ -111,9 +117,15 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         fm_rng_uniform_rows(tr->t, seed, (uint32_t)step, first, FM_STREAM_T, nb);
         fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
         fm_target_draw(tr->z, tr->y, &tr->target, seed, (uint32_t)step, first, nb);
+        const int K = tr->model.classes;
+        if (K > 0) { /* classifier-free guidance: some samples learn the unlabelled field */
+            fm_rng_uniform_rows(tr->drop, seed, (uint32_t)step, first, FM_STREAM_COND, nb);
+            for (int i = 0; i < nb; i++)
+                if (tr->drop[i] < (float)cfg->cond_drop) tr->y[i] = K;
+        }
         fm_path_sample(tr->xt, tr->u, &tr->path, tr->t, tr->x0, tr->z, nb, D);
         t1 = fm_now(); tm.draw += t1 - t0; t0 = t1;
-        const fm_model_in in = {tr->xt, tr->t, 0.0f, tr->model.classes > 0 ? tr->y : NULL, nb};
+        const fm_model_in in = {tr->xt, tr->t, 0.0f, K > 0 ? tr->y : NULL, nb};
         const float *out = fm_model_forward(tr->work, tr->params, &in);
         loss += fm_path_loss(tr->dout, out, tr->u, nb, D, scale);
         t1 = fm_now(); tm.forward += t1 - t0; t0 = t1;
@@ -137,6 +149,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     r.finite = isfinite(r.loss) && isfinite(r.grad_norm);
     if (r.finite) {
         fm_optim_adam_step(tr->params, tr->m, tr->v, tr->grad, n, optim, step, r.lr);
+        if (tr->ema) fm_optim_ema(tr->ema, tr->params, n, cfg->ema);
         fm_model_changed(tr->work);
         tr->step = step;
     }
@@ -189,6 +202,8 @@ static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const ch
         memcpy(tr->params, c.params, sizeof(float) * n);
         memcpy(tr->m, c.m, sizeof(float) * n);
         memcpy(tr->v, c.v, sizeof(float) * n);
+        /* The moving average goes on from the checkpoint's; one without starts from its weights. */
+        if (tr->ema) memcpy(tr->ema, c.ema ? c.ema : c.params, sizeof(float) * n);
         fm_history_free(hist);
         *hist = c.hist;
         memset(&c.hist, 0, sizeof c.hist);
@@ -201,6 +216,7 @@ static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const ch
     fm_comm_bcast(tr->params, sizeof(float) * n);
     fm_comm_bcast(tr->m, sizeof(float) * n);
     fm_comm_bcast(tr->v, sizeof(float) * n);
+    if (tr->ema) fm_comm_bcast(tr->ema, sizeof(float) * n);
     fm_model_changed(tr->work);
     tr->step = step;
     fm_ckpt_free(&c);
@@ -213,7 +229,7 @@ static int checkpoint(const fm_trainer *tr, const fm_history *hist, const char *
                       char *err, int cap)
 {
     const fm_config *cfg = &tr->cfg;
-    const fm_ckpt_state s = {config_text, &tr->model, &tr->target, tr->params, tr->m, tr->v, tr->step, hist};
+    const fm_ckpt_state s = {config_text, &tr->model, &tr->target, tr->params, tr->m, tr->v, tr->ema, tr->step, hist};
     if (fm_ckpt_write(path, &s, err, cap)) return -1;
     if (cfg->keep_checkpoints == 0) return 0;
     const int keep = (int)cfg->keep_checkpoints + (tr->step == cfg->steps ? 1 : 0);
@@ -230,7 +246,16 @@ static int load_data(fm_data *data, fm_config *cfg)
         return -1;
     }
     cfg->dim = data->data.dim;
-    if (fm_config_validate(cfg, err, sizeof err)) {
+    const int K = data->data.classes;
+    if (cfg->model_classes > 0 && K == 0)
+        fm_errorf(err, sizeof err, "[model] classes = %ld needs labels: %s has no /y", cfg->model_classes,
+                  cfg->data_file);
+    else if (cfg->model_classes > 0 && K > cfg->model_classes)
+        fm_errorf(err, sizeof err, "[model] classes = %ld but %s has labels up to %d: allowed: model.classes >= %d "
+                  "(or 0: unconditional)", cfg->model_classes, cfg->data_file, K - 1, K);
+    else if (fm_config_validate(cfg, err, sizeof err) == 0)
+        *err = '\0';
+    if (*err) {
         fm_data_free(data);
         fail_all(err);
         return -1;
@@ -336,7 +361,9 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
         fflush(stdout);
     }
     if (status == 0 && cfg->sample_n > 0) {
-        int ok = fm_sample_run(samples_path, cfg, config_text, &tr->model, tr->params, tr->step, err, sizeof err) == 0;
+        const int ema = tr->ema && strcmp(cfg->sample_weights, "ema") == 0;
+        int ok = fm_sample_run(samples_path, cfg, config_text, &tr->model, ema ? tr->ema : tr->params, ema, tr->step,
+                               err, sizeof err) == 0;
         if (!ok && rank == 0) fm_error_print(err);
         if (!ok) status = 1;
     }

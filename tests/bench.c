@@ -163,7 +163,10 @@ int main(int argc, char **argv)
     float *x = malloc(sizeof(float) * (size_t)(nloc > 0 ? nloc : 1) * cfg.dim);
     fm_comm_barrier();
     double ts = fm_now();
-    fm_sample_run_integrate(x, NULL, &cfg, &tr->model, tr->params, (uint64_t)r0, (uint64_t)nloc, 0);
+    int *labels = tr->model.classes > 0 ? malloc(sizeof(int) * (size_t)(nloc > 0 ? nloc : 1)) : NULL;
+    if (labels) fm_sample_run_labels(labels, &cfg, tr->model.classes, (uint64_t)r0, (uint64_t)nloc);
+    fm_sample_run_integrate(x, NULL, &cfg, &tr->model, tr->params, labels, (uint64_t)r0, (uint64_t)nloc, 0);
+    free(labels);
     double sample_time[2] = {fm_now() - ts, 0.0};
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

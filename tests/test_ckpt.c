@@ -35,7 +35,9 @@ int main(int argc, char **argv)
     for (int s = 1; s <= 250; s++) fm_history_push(&h, s, 1.0f / s, 1e-3f, (float)s, 0.01 * s);
 
     unlink(path);
-    const fm_ckpt_state st = {text, &m, &target, p, mo, v, 250, &h};
+    float *ema = malloc(sizeof(float) * n);
+    for (size_t k = 0; k < n; k++) ema[k] = 0.5f * p[k] + 0.25f;
+    const fm_ckpt_state st = {text, &m, &target, p, mo, v, ema, 250, &h};
     CHECK(fm_ckpt_write(path, &st, err, sizeof err) == 0, "%s", err);
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -50,6 +52,7 @@ int main(int argc, char **argv)
         CHECK(memcmp(c.params, p, sizeof(float) * n) == 0, "parameters differ");
         CHECK(memcmp(c.m, mo, sizeof(float) * n) == 0, "Adam m differs");
         CHECK(memcmp(c.v, v, sizeof(float) * n) == 0, "Adam v differs");
+        CHECK(c.ema && memcmp(c.ema, ema, sizeof(float) * n) == 0, "the moving average differs or is missing");
         CHECK(strcmp(c.config_text, text) == 0, "config text differs");
         CHECK(memcmp(&c.cfg, &cfg, sizeof cfg) == 0, "parsed config differs");
         CHECK(c.hist.n == 250 && memcmp(c.hist.step, h.step, 250 * sizeof(int64_t)) == 0 &&
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
         CHECK(fm_ckpt_read(&c, argv[2], err, sizeof err) == 0, "format-1 fixture: %s", err);
         CHECK(c.step == 30 && c.model.ntensors == 6 && c.model.nparams == 3 * 64 + 64 + 64 * 16 + 16 + 16 * 2 + 2,
               "format-1 fixture: step %ld, %d tensors, %zu parameters", c.step, c.model.ntensors, c.model.nparams);
-        CHECK(c.hist.n == 30 && c.hist.step[29] == 30, "format-1 fixture history");
+        CHECK(c.hist.n == 30 && c.hist.step[29] == 30 && !c.ema, "format-1 fixture history, no moving average");
         fm_ckpt_free(&c);
     }
 
@@ -107,7 +110,7 @@ int main(int argc, char **argv)
     CHECK(fm_ckpt_read(&c, "/nonexistent/x.h5", err, sizeof err) == -1 && strstr(err, "No such file"), "%s", err);
     unlink(bad);
     unlink(path);
-    free(p); free(mo); free(v); free(text);
+    free(p); free(mo); free(v); free(ema); free(text);
     fm_history_free(&h);
     fm_target_free(&target);
     fm_model_free(&m);

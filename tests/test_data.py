@@ -37,7 +37,8 @@ def test_toy_npy_csv_round_trip(tmp_path):
         subprocess.run([sys.executable, DATA, "toy", name, str(p), "--n", "500", "--test", "50"], check=True,
                        capture_output=True)
         x, y, attrs = fm_data.read(p)
-        assert x.shape == (500, 2) and x.dtype == np.float32 and y is None
+        assert x.shape == (500, 2) and x.dtype == np.float32
+        assert (y is None) == (name in ("checkerboard", "swissroll")), name
         assert np.all(np.isfinite(x)) and 1.0 < np.abs(x).max() < 12, f"{name}: scale {np.abs(x).max()}"
         np.testing.assert_array_equal(attrs["value_range"], [-1, 1])
         with h5py.File(p) as f:
@@ -178,8 +179,89 @@ def test_bad_datasets_are_refused(moons, tmp_path):
     for i, (path, *frags) in enumerate(cases):
         if i == len(cases) - 1:  # the right format, other rows: a resume on different data
             other = tmp_path / "other.h5"
-            fm_data.write(other, fm_data.toy("circles", 1000, np.random.default_rng(3)), value_range=(-1, 1))
+            fm_data.write(other, fm_data.toy("circles", 1000, np.random.default_rng(3))[0], value_range=(-1, 1))
             path = other
         _refused(["-c", SEED_INI, "-o", out, "--data.target=file", f"--data.file={path or tmp_path / 'none.h5'}",
                   "--train.steps=8"] + SMALL, out, *frags)
     _refused(["-c", SEED_INI, "-o", out, "--data.target=file", "--train.steps=8"], out, "needs data.file = PATH")
+
+
+@pytest.fixture(scope="module")
+def gauss8(tmp_path_factory):
+    """8 labelled modes; a class-conditional model with Fourier time, EMA and the linear path,
+    trained for 600 steps on 2 ranks."""
+    d = tmp_path_factory.mktemp("cond")
+    subprocess.run([sys.executable, DATA, "toy", "8gaussians", str(d / "g8.h5"), "--n", "4000", "--test", "100"],
+                   check=True)
+    run(["-c", SEED_INI, "-o", d / "run", "--data.target=file", f"--data.file={d / 'g8.h5'}", "--model.classes=8",
+         "--model.time_embed=fourier", "--model.t_dim=16", "--model.y_dim=8", "--model.hidden=128,128",
+         "--path.schedule=linear", "--optim.ema=0.99", "--train.steps=600", "--train.batch=256", "--sample.n=800",
+         "--sample.guidance=2", "--train.checkpoint_every=300", "--train.keep_checkpoints=2"], np_=2)
+    return d
+
+
+CENTERS = 5 * np.array([(np.cos(a), np.sin(a)) for a in np.arange(8) * np.pi / 4])
+
+
+def _on_mode(path):
+    with h5py.File(path) as f:
+        x, y = f["samples"][()], f["labels"][()]
+        near = np.argmin(((x[:, None, :] - CENTERS[None]) ** 2).sum(-1), 1)
+        return np.mean(near == y), y, dict(f.attrs)
+
+
+def test_class_conditional_samples_follow_their_labels(gauss8, tmp_path):
+    frac, y, attrs = _on_mode(gauss8 / "run" / "samples.h5")
+    assert list(y) == [j % 8 for j in range(800)], "sample.classes = all: trajectory j gets label j mod K"
+    assert attrs["weights"] == "ema" and attrs["guidance"] == 2.0
+    assert frac > 0.9, f"only {frac:.2f} of the guided samples sit on their label's mode"
+    with h5py.File(gauss8 / "run" / "checkpoint.h5") as f:
+        assert f["model/te/w"].shape == (1, 8) and f["model/ye/weight"].shape == (9, 8)
+        assert f["ema/ye/weight"].shape == (9, 8)
+        assert not np.array_equal(f["ema/layer_0/weight"][()], f["model/layer_0/weight"][()])
+    # One label for all, a list, and the unconditional field (w = 0), from the checkpoint.
+    ck = gauss8 / "run" / "checkpoint.h5"
+    run(["sample", "--checkpoint", ck, "-o", tmp_path / "one.h5", "--sample.classes=3", "--sample.n=200"])
+    frac3, y3, _ = _on_mode(tmp_path / "one.h5")
+    assert set(y3) == {3} and frac3 > 0.9, frac3
+    run(["sample", "--checkpoint", ck, "-o", tmp_path / "two.h5", "--sample.classes=1,6", "--sample.n=10"], np_=2)
+    assert list(_on_mode(tmp_path / "two.h5")[1]) == [1, 6] * 5
+    run(["sample", "--checkpoint", ck, "-o", tmp_path / "w0.h5", "--sample.guidance=0", "--sample.n=800"])
+    frac0, _, _ = _on_mode(tmp_path / "w0.h5")
+    assert frac0 < 0.5, f"w = 0 (unconditional) still follows the labels: {frac0:.2f}"
+    run(["sample", "--checkpoint", ck, "-o", tmp_path / "raw.h5", "--sample.weights=raw", "--sample.n=50"])
+    with h5py.File(tmp_path / "raw.h5") as a, h5py.File(gauss8 / "run" / "samples.h5") as b:
+        assert a.attrs["weights"] == "raw" and not np.allclose(a["samples"][()], b["samples"][:50])
+
+
+def test_conditional_resume_with_ema_is_exact(gauss8, tmp_path):
+    """From the step-300 checkpoint to 600: parameters, Adam moments and the moving average."""
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copy(gauss8 / "run" / "checkpoint_000000300.h5", out / "checkpoint.h5")
+    with h5py.File(out / "checkpoint.h5") as f:
+        config = f.attrs["config"]
+    (tmp_path / "c.ini").write_text(config)
+    run(["-c", tmp_path / "c.ini", "-o", out, "--sample.n=0"], np_=2)
+    with h5py.File(out / "checkpoint.h5") as a, h5py.File(gauss8 / "run" / "checkpoint.h5") as b:
+        for g in ("model", "optim/m", "ema"):
+            for k in ("layer_0/weight", "te/w", "ye/weight"):
+                np.testing.assert_array_equal(a[f"{g}/{k}"][()], b[f"{g}/{k}"][()], err_msg=f"{g}/{k}")
+
+
+def test_bad_conditioning_is_refused(gauss8, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    g8, unlabelled = gauss8 / "g8.h5", tmp_path / "checker.h5"
+    fm_data.write(unlabelled, fm_data.toy("checkerboard", 500, np.random.default_rng(0))[0], value_range=(-1, 1))
+    cases = [
+        ([f"--data.file={unlabelled}", "--data.target=file", "--model.classes=2"], "needs labels", "has no /y"),
+        ([f"--data.file={g8}", "--data.target=file", "--model.classes=4"], "has labels up to 7", "model.classes >= 8"),
+        (["--model.classes=3"], "needs labelled data"),
+        ([f"--data.file={g8}", "--data.target=file", "--model.classes=8", "--sample.classes=9"], "label 9",
+         "0 .. 7"),
+        ([f"--data.file={g8}", "--data.target=file", "--model.classes=8", "--sample.classes=2,x"], "allowed: all"),
+        ([f"--data.file={g8}", "--data.target=file", "--model.time_embed=fourier", "--model.t_dim=5"], "t_dim = 5"),
+    ]
+    for args, *frags in cases:
+        _refused(["-c", SEED_INI, "-o", out, "--train.steps=3"] + SMALL + args, out, *frags)

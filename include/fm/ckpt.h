@@ -14,6 +14,7 @@ typedef struct {
     char *config_text;
     fm_model model;              /* built from the stored config */
     float *params, *m, *v;       /* [model.nparams] each, one layout */
+    float *ema;                  /* the same under /ema, or NULL when the file has none */
     long step;
     fm_history hist;
     char *data_about;            /* the root attribute data: what it was trained on (NULL: not said) */
@@ -27,6 +28,7 @@ typedef struct {
     const fm_target *target;     /* its arrays go under /data, so tools need not regenerate them;
                                   * its about and fingerprint in root attributes data, data_fingerprint */
     const float *params, *m, *v; /* [model->nparams] each */
+    const float *ema;            /* the same, written under /ema; NULL: none */
     long step;
     const fm_history *hist;
 } fm_ckpt_state;

@@ -22,18 +22,23 @@ typedef struct {
     int hidden[FM_CONFIG_MAX_LIST];
     long nhidden;
     char activation[FM_NAME_MAX], time_embed[FM_NAME_MAX];
+    long t_dim, model_classes, y_dim;
     /* [optim] */
-    double lr, beta1, beta2, adam_eps, clip;
+    double lr, beta1, beta2, adam_eps, clip, ema;
     char lr_schedule[FM_NAME_MAX];
     long warmup;
     /* [train] */
     long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, microbatch, threads;
+    double cond_drop;
     char resume[FM_NAME_MAX]; /* auto | never | always */
     char overlap[FM_NAME_MAX]; /* on | off */
     char progress[FM_NAME_MAX]; /* auto | line | plain */
     /* [sample] */
     long sample_n, sample_steps, sample_seed, trajectories, sample_batch;
     char solver[FM_NAME_MAX];
+    double guidance;
+    char sample_classes[FM_PATH_MAX]; /* all | K | K1,K2,... */
+    char sample_weights[FM_NAME_MAX]; /* ema | raw */
     /* [output] */
     char dir[FM_PATH_MAX];
 } fm_config;
@@ -49,6 +54,11 @@ int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err
 /* Checks between keys: the target and the model build (a ring target is 2-D, ...), sample
  * indices fit; 0, or -1 with err. */
 int fm_config_validate(const fm_config *c, char *err, int cap);
+
+/* sample.classes: "all" gives 0 (trajectory j gets label j mod K); "3" or "1,4,7" the list
+ * (trajectory j gets list[j mod count]) into out and its count; -1 when malformed or longer than
+ * cap. */
+int fm_config_class_list(int *out, int cap, const char *spec);
 
 /* The effective config as INI text (malloc'd; caller frees). */
 char *fm_config_dump(const fm_config *c);

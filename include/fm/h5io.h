@@ -29,10 +29,13 @@ int fm_h5_write_i64(fm_h5 f, const char *name, const int64_t *data, int rank, co
  * of the first dimension (collective I/O; nrows may be 0). */
 int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims,
                          uint64_t row0, uint64_t nrows);
+int fm_h5_write_i32_rows(fm_h5 f, const char *name, const int32_t *data, int rank, const uint64_t *dims,
+                         uint64_t row0, uint64_t nrows);
 
 /* Attributes on the object at path obj ("/" for the root). Strings are UTF-8, variable length. */
 int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value);
 int fm_h5_attr_i64(fm_h5 f, const char *obj, const char *name, int64_t value);
+int fm_h5_attr_f64(fm_h5 f, const char *obj, const char *name, double value);
 /* The root attributes of every fm file: fm_format (format), fm_version (FM_FORMAT_VERSION),
  * fm_git (the build's git describe) and fm_release. */
 int fm_h5_stamp(fm_h5 f, const char *format);

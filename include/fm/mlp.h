@@ -18,10 +18,16 @@ extern const fm_model_ops fm_mlp_ops;
 
 typedef struct {
     int nlayers;                       /* linear layers = hidden layers + 1 */
-    int dims[FM_MLP_MAX_LAYERS + 1];   /* dims[0] = dim + 1 (x and t), dims[nlayers] = dim */
+    int dims[FM_MLP_MAX_LAYERS + 1];   /* dims[0] = dim + t_cols + y_cols: the input row, dims[nlayers] = dim */
     fm_act act;
     size_t w_off[FM_MLP_MAX_LAYERS];   /* layer l weight [dims[l+1], dims[l]] in the flat buffer */
     size_t b_off[FM_MLP_MAX_LAYERS];   /* layer l bias [dims[l+1]] */
+    /* Conditioning (DESIGN.md section 6): the input row is [x | e(t) | e(y)]. */
+    int dim;                           /* D */
+    int t_cols;                        /* 1: raw t; t_dim: e(t) = sqrt 2 [sin 2 pi w t, cos 2 pi w t] */
+    int classes, y_cols;               /* e(y): row y of ye/weight [classes + 1, y_cols]; classes 0: none */
+    size_t layers_end;                 /* the layers' tensors end here; then te/w, ye/weight */
+    size_t te_off, ye_off;             /* te/w [1, t_cols / 2] (Fourier only), ye/weight */
     size_t nparams;
 } fm_mlp;
 
@@ -38,10 +44,17 @@ typedef struct {
     float *pad;                        /* [32 max dim + 16 cap] narrow layers' scratch */
     float *wt16[FM_MLP_MAX_LAYERS];    /* narrow layer l's weight packed [dims[l], 16], else NULL */
     float *w0x, *b0t, *t_row;          /* fm_mlp_forward_at: [dims[1], dim], [dims[1]], [cap] */
+    int *y_row;                        /* [cap] the labels of the rows (classes: none) */
+    float *gin;                        /* [cap, t_cols + y_cols] the embeddings' input gradient */
 } fm_mlp_work;
 
-/* Fills the shape; returns 0, or -1 when the hidden list is empty, too long or not positive. */
+/* Fills the shape (raw t, no labels); returns 0, or -1 when the hidden list is empty, too long or
+ * not positive. */
 int fm_mlp_shape(fm_mlp *m, int dim, const int *hidden, int nhidden, fm_act act);
+
+/* Then the conditioning: a Fourier time embedding of t_dim (even) numbers instead of raw t when
+ * fourier, and a label embedding of y_dim numbers for `classes` labels (0: none). 0, or -1. */
+int fm_mlp_condition(fm_mlp *m, int fourier, int t_dim, int classes, int y_dim);
 
 /* PyTorch nn.Linear init: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from (seed, layer). */
 void fm_mlp_init(float *params /* [nparams] */, const fm_mlp *m, uint64_t seed);
@@ -57,6 +70,11 @@ void fm_mlp_pack(fm_mlp_work *w, const fm_mlp *m, const float *params);
  * [n, dim] (inside w, valid until the next call). */
 const float *fm_mlp_forward(fm_mlp_work *w, const fm_mlp *m, const float *params,
                             const float *x /* [n, dim] */, const float *t /* [n] */, int n);
+
+/* The same with labels (y: [n] in 0..classes, classes meaning "no label"; NULL: none) and either
+ * a time per row (t) or one for all (t == NULL: t_all). */
+const float *fm_mlp_forward_cond(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *x /* [n, dim] */,
+                                 const float *t /* [n] */, float t_all, const int *y /* [n] */, int n);
 
 /* The same with one t for every row (the sampler's case): layer 0 folds t into its bias. */
 const float *fm_mlp_forward_at(fm_mlp_work *w, const fm_mlp *m, const float *params,

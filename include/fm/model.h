@@ -65,6 +65,9 @@ struct fm_model {
 /* "mlp": the list of fm/names.h, from the registry. */
 const char *fm_model_type_name(int i);
 
+/* model.time_embed: "raw" (t as one input), "fourier" (DESIGN.md section 6). */
+const char *fm_model_time_embed_name(int i);
+
 /* The model the config describes (model.type and its keys): 0, or -1 with one line in err. */
 int fm_model_build(fm_model *m, const fm_config *c, char *err, int cap);
 void fm_model_free(fm_model *m);

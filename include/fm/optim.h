@@ -23,6 +23,9 @@ double fm_optim_lr(const fm_optim *o, long step, long total);
 void fm_optim_adam_step(float *p /* [n] */, float *m /* [n] */, float *v /* [n] */,
                         const float *g /* [n] */, size_t n, const fm_optim *o, long step, double lr);
 
+/* The exponential moving average of the weights: ema = decay ema + (1 - decay) p. */
+void fm_optim_ema(float *ema /* [n] */, const float *p /* [n] */, size_t n, double decay);
+
 /* L2 norm of g in double; NaN or Inf when any element is. */
 double fm_optim_norm(const float *g /* [n] */, size_t n);
 

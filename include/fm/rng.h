@@ -17,6 +17,7 @@ enum {
     FM_STREAM_SAMPLE = 4, /* sampler x0, index = trajectory */
     FM_STREAM_MEANS = 5,  /* random mixture means */
     FM_STREAM_EVAL = 6,   /* fresh draws for evaluation tools */
+    FM_STREAM_COND = 7,   /* training label dropout (classifier-free guidance) */
 };
 
 /* The raw block function: out = Philox4x32-10(ctr, key). */

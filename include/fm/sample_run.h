@@ -12,12 +12,17 @@
  * (x0 of row j from (sample.seed, j)) integrated to x; the first mloc also recorded in traj.
  * In chunks of sample.batch rows, each integrated to t = 1 while it is in cache. */
 void fm_sample_run_integrate(float *x /* [nloc, dim] */, float *traj /* [mloc, steps + 1, dim] */,
-                             const fm_config *cfg, const fm_model *m, const float *params, uint64_t r0,
-                             uint64_t nloc, uint64_t mloc);
+                             const fm_config *cfg, const fm_model *m, const float *params,
+                             const int *y /* [nloc] labels, or NULL */, uint64_t r0, uint64_t nloc, uint64_t mloc);
 
-/* Collective. Writes path atomically (temporary file, then rename by rank 0).
- * Returns 0, or -1 with err on the rank that failed (the caller agrees with the others). */
+/* The labels of trajectories r0 .. r0+nloc per sample.classes (all: j mod classes). */
+void fm_sample_run_labels(int *y /* [nloc] */, const fm_config *cfg, int classes, uint64_t r0, uint64_t nloc);
+
+/* Collective. Writes path atomically (temporary file, then rename by rank 0); a conditional
+ * model's trajectories get labels (sample.classes), guided by sample.guidance, and /labels.
+ * ema: params are the moving average (recorded as the attribute weights). Returns 0, or -1
+ * with err. */
 int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
-                  const float *params, long checkpoint_step, char *err, int cap);
+                  const float *params, int ema, long checkpoint_step, char *err, int cap);
 
 #endif

@@ -33,6 +33,7 @@ typedef struct {
     fm_path path;
     fm_optim optim;
     float *params, *m, *v;        /* [nparams] each, one layout */
+    float *ema;                   /* [nparams] the weights' moving average (optim.ema > 0), else NULL */
     float *grad;                  /* [nparams + FM_NSLOTS]: the same layout, then the slots */
     long step;                    /* steps done */
     long i0, nloc;                /* this rank's shard of every global batch: [i0, i0 + nloc) */
@@ -43,6 +44,7 @@ typedef struct {
     float *t;                     /* [mb] */
     float *x0, *z, *xt, *u, *dout; /* [mb, D] */
     int *y;                       /* [mb] labels, when the target has classes */
+    float *drop;                  /* [mb] uniforms of the label dropout */
     fm_model_work *work;
     int overlap;                  /* all-reduce each finished gradient range during the backward */
 } fm_trainer;
