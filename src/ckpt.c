@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +86,7 @@ int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap)
     WRITE("/history/lr", fm_h5_write_f32(f, "/history/lr", h->lr, 1, n));
     WRITE("/history/grad_norm", fm_h5_write_f32(f, "/history/grad_norm", h->grad_norm, 1, n));
     WRITE("/history/time", fm_h5_write_f64(f, "/history/time", h->time, 1, n));
+    WRITE("/history/val_loss", fm_h5_write_f32(f, "/history/val_loss", h->val_loss, 1, n));
 #undef WRITE
     if (rc == 0)
         rc = write_tensors(f, "/data", s->target->arrays, s->target->narrays, s->target->values, what, sizeof what);
@@ -170,6 +172,18 @@ void fm_ckpt_free(fm_ckpt *c)
     memset(c, 0, sizeof *c);
 }
 
+/* /history/val_loss, which files before it lack: NaN there (never evaluated). */
+static int read_val_loss(fm_history *h, fm_h5 f, uint64_t n)
+{
+    int rank;
+    uint64_t d[8];
+    if (fm_h5_shape(f, "/history/val_loss", &rank, d)) {
+        for (uint64_t i = 0; i < n; i++) h->val_loss[i] = NAN;
+        return 0;
+    }
+    return fm_h5_read_f32(f, "/history/val_loss", h->val_loss, n);
+}
+
 /* /ema when the file has it (the first tensor tells): read whole, with the same checks. */
 static int read_ema(fm_ckpt *c, fm_h5 f, char *err, int cap, const char *path)
 {
@@ -234,7 +248,7 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
                     fm_h5_read_f32(f, "/history/loss", c->hist.loss, d[0]) ||
                     fm_h5_read_f32(f, "/history/lr", c->hist.lr, d[0]) ||
                     fm_h5_read_f32(f, "/history/grad_norm", c->hist.grad_norm, d[0]) ||
-                    fm_h5_read_f64(f, "/history/time", c->hist.time, d[0]))
+                    fm_h5_read_f64(f, "/history/time", c->hist.time, d[0]) || read_val_loss(&c->hist, f, d[0]))
                     fm_errorf(err, cap, "%s: the /history datasets are missing or of unequal length: the file is corrupt", path);
                 else
                     rc = 0;

@@ -88,6 +88,9 @@ static const key_spec keys[] = {
      "on: all-reduce each layer's gradient (MPI_Iallreduce) while the backward goes on below it; off: one MPI_Allreduce after the backward (see README, Performance)"},
     {"train", "cond_drop", T_REAL, OFF(cond_drop), 0, 1, 0, 0, "0.1", 0,
      "model.classes > 0: probability that a sample's label is replaced by 'no label' (classifier-free guidance)"},
+    {"train", "eval_every", T_INT, OFF(eval_every), 0, 1e9, 0, 0, "0", 0,
+     "the loss on the held-out rows (/x_test) every this many steps, into the history; 0 = never"},
+    {"train", "eval_n", T_INT, OFF(eval_n), 1, 1e9, 0, 0, "2000", 0, "held-out rows the validation loss uses (the first ones)"},
     {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
     {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, 0, "1000", 0, "samples drawn after training; 0 = none"},
     {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
@@ -350,6 +353,11 @@ int fm_config_validate(const fm_config *c, char *err, int cap)
     if (nl < 0) {
         fm_errorf(err, cap, "[sample] classes = '%s': allowed: all, a label, or up to 256 labels K1,K2,...",
                   c->sample_classes);
+        return -1;
+    }
+    if (c->eval_every > 0 && !fm_target_needs_data(c)) {
+        fm_errorf(err, cap, "[train] eval_every = %ld needs held-out rows: data.target = file with /x_test (data.target = "
+                  "%s has none)", c->eval_every, c->target);
         return -1;
     }
     if (c->model_classes > 0 && !fm_target_needs_data(c)) {

@@ -14,13 +14,16 @@ int fm_data_load(fm_data *d, const char *path, char *err, int cap)
     int ok = fm_comm_rank() != 0 || fm_dataset_file_probe(&df, path, err, cap) == 0;
     if (!fm_comm_all_ok(ok)) return -1;
     fm_comm_bcast(&df, sizeof df);
-    /* One allocation per node: the rows, then the labels (8-byte aligned). */
-    const size_t x_pad = (df.x_bytes + 7) / 8 * 8;
-    d->bytes = x_pad + df.y_bytes;
+    /* One allocation per node: the rows, the labels, the held-out rows and labels (each 8-byte aligned). */
+    const size_t pad[4] = {(df.x_bytes + 7) / 8 * 8, (df.y_bytes + 7) / 8 * 8, (df.xt_bytes + 7) / 8 * 8,
+                           (df.yt_bytes + 7) / 8 * 8};
+    d->bytes = pad[0] + pad[1] + pad[2] + pad[3];
     d->mem = fm_comm_shared_new(d->bytes);
     char *base = fm_comm_shared_base(d->mem);
-    int32_t *y = df.y_bytes ? (int32_t *)(base + x_pad) : NULL;
-    ok = !fm_comm_shared_leader(d->mem) || fm_dataset_file_read(base, y, &df, path, err, cap) == 0;
+    int32_t *y = df.y_bytes ? (int32_t *)(base + pad[0]) : NULL;
+    char *xt = base + pad[0] + pad[1];
+    int32_t *yt = df.yt_bytes ? (int32_t *)(xt + pad[2]) : NULL;
+    ok = !fm_comm_shared_leader(d->mem) || fm_dataset_file_read(base, y, xt, yt, &df, path, err, cap) == 0;
     if (!ok && fm_comm_rank() != 0) fm_error_print(err); /* a leader on another node: say it there */
     if (!fm_comm_all_ok(ok)) {
         if (ok && fm_comm_rank() == 0) fm_errorf(err, cap, "reading %s failed on another node (its error above)", path);
@@ -29,10 +32,14 @@ int fm_data_load(fm_data *d, const char *path, char *err, int cap)
     }
     /* What the leaders found (classes, fingerprint): the same on every node; rank 0's for all. */
     fm_comm_bcast(&df.view, sizeof df.view);
+    fm_comm_bcast(&df.test, sizeof df.test);
     fm_comm_shared_sync(d->mem);
     d->data = df.view;
     d->data.x = base;
     d->data.y = y;
+    d->test = df.test;
+    d->test.x = xt;
+    d->test.y = yt;
     return 0;
 }
 

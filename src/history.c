@@ -13,11 +13,12 @@ void fm_history_reserve(fm_history *h, size_t cap)
     h->lr = realloc(h->lr, sizeof(float) * cap);
     h->grad_norm = realloc(h->grad_norm, sizeof(float) * cap);
     h->time = realloc(h->time, sizeof(double) * cap);
-    FM_CHECK(h->step && h->loss && h->lr && h->grad_norm && h->time, "out of memory for the history");
+    h->val_loss = realloc(h->val_loss, sizeof(float) * cap);
+    FM_CHECK(h->step && h->loss && h->lr && h->grad_norm && h->time && h->val_loss, "out of memory for the history");
     h->cap = cap;
 }
 
-void fm_history_push(fm_history *h, int64_t step, float loss, float lr, float grad_norm, double time)
+void fm_history_push(fm_history *h, int64_t step, float loss, float lr, float grad_norm, double time, float val_loss)
 {
     if (h->n == h->cap) fm_history_reserve(h, h->cap ? 2 * h->cap : 1024);
     h->step[h->n] = step;
@@ -25,11 +26,12 @@ void fm_history_push(fm_history *h, int64_t step, float loss, float lr, float gr
     h->lr[h->n] = lr;
     h->grad_norm[h->n] = grad_norm;
     h->time[h->n] = time;
+    h->val_loss[h->n] = val_loss;
     h->n++;
 }
 
 void fm_history_free(fm_history *h)
 {
-    free(h->step); free(h->loss); free(h->lr); free(h->grad_norm); free(h->time);
+    free(h->step); free(h->loss); free(h->lr); free(h->grad_norm); free(h->time); free(h->val_loss);
     memset(h, 0, sizeof *h);
 }

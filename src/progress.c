@@ -1,6 +1,7 @@
 #include "fm/progress.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,8 @@ static void duration(char *out, size_t cap, double s)
 
 static void write_row(FILE *f, const fm_history *h, size_t i)
 {
-    fprintf(f, "%lld\t%.9g\t%.6g\t%.6g\t%.6f\n", (long long)h->step[i], h->loss[i], h->lr[i], h->grad_norm[i],
-            h->time[i]);
+    fprintf(f, "%lld\t%.9g\t%.6g\t%.6g\t%.6f\t%.9g\n", (long long)h->step[i], h->loss[i], h->lr[i], h->grad_norm[i],
+            h->time[i], h->val_loss[i]);
 }
 
 int fm_progress_open(fm_progress *p, const char *outdir, const fm_history *hist, long step, long total,
@@ -35,7 +36,7 @@ int fm_progress_open(fm_progress *p, const char *outdir, const fm_history *hist,
         return -1;
     }
     fprintf(f, "# fm history (flushed while training runs; see fm_analyze.py follow)\n");
-    fprintf(f, "step\tloss\tlr\tgrad_norm\ttime\n");
+    fprintf(f, "step\tloss\tlr\tgrad_norm\ttime\tval_loss\n");
     for (size_t i = 0; i < hist->n; i++) write_row(f, hist, i);
     if (fflush(f) || ferror(f) || rename(tmp, path)) {
         fm_errorf(err, cap, "cannot write %s: %s", path, strerror(errno));
@@ -83,8 +84,11 @@ void fm_progress_step(fm_progress *p, const fm_history *hist, int recorded, long
         if (step == p->total) printf("\n");
         p->t_draw = t;
     } else {
-        printf("step %*ld/%ld  loss %10.4f  lr %.2e  |g| %9.3g  %9.0f samples/s  %.2f ms/step  elapsed %s  left %s\n", w,
-               step, p->total, loss, lr, grad_norm, p->rate * (double)p->batch, p->rate > 0 ? 1e3 / p->rate : 0.0, el,
+        char val[48] = "";
+        if (hist->n && isfinite(hist->val_loss[hist->n - 1]))
+            snprintf(val, sizeof val, "  val %.4f (step %lld)", hist->val_loss[hist->n - 1], (long long)hist->step[hist->n - 1]);
+        printf("step %*ld/%ld  loss %10.4f%s  lr %.2e  |g| %9.3g  %9.0f samples/s  %.2f ms/step  elapsed %s  left %s\n", w,
+               step, p->total, loss, val, lr, grad_norm, p->rate * (double)p->batch, p->rate > 0 ? 1e3 / p->rate : 0.0, el,
                left);
     }
     fflush(stdout);
@@ -122,7 +126,7 @@ int fm_progress_info(const char *path, char *err, int cap)
     }
     end[strcspn(end, "\n")] = '\0';
     last[strcspn(last, "\n")] = '\0';
-    printf("%s: fm history (text), %ld rows; columns step loss lr grad_norm time\nlast row: %s\nend: %s\n", path, rows,
+    printf("%s: fm history (text), %ld rows; columns step loss lr grad_norm time val_loss\nlast row: %s\nend: %s\n", path, rows,
            *last ? last : "(none)", end);
     return 0;
 }

@@ -161,6 +161,35 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     return r;
 }
 
+float fm_trainer_eval(fm_trainer *tr)
+{
+    const fm_dataset *d = tr->test;
+    const int rank = fm_comm_rank(), P = fm_comm_size(), D = tr->model.dim, K = tr->model.classes;
+    const uint64_t E = d->n < (uint64_t)tr->cfg.eval_n ? d->n : (uint64_t)tr->cfg.eval_n;
+    const uint64_t i0 = E * (uint64_t)rank / (uint64_t)P, i1 = E * (uint64_t)(rank + 1) / (uint64_t)P;
+    const uint64_t seed = (uint64_t)tr->cfg.seed;
+    uint64_t rows[64];
+    double sum = 0.0;
+    fm_model_prepare(tr->work, tr->params);
+    for (uint64_t c0 = i0; c0 < i1; c0 += (uint64_t)tr->mb) {
+        const int nb = (int)(i1 - c0 < (uint64_t)tr->mb ? i1 - c0 : (uint64_t)tr->mb);
+        for (int r0 = 0; r0 < nb; r0 += 64) {
+            const int m = nb - r0 < 64 ? nb - r0 : 64;
+            for (int i = 0; i < m; i++) rows[i] = c0 + (uint64_t)(r0 + i);
+            fm_dataset_rows(tr->z + (size_t)r0 * D, d, rows, m);
+            for (int i = 0; K > 0 && i < m; i++) tr->y[r0 + i] = d->y ? d->y[rows[i]] : K;
+        }
+        fm_rng_uniform_rows(tr->t, seed, 0, (uint32_t)c0, FM_STREAM_VAL_T, nb);
+        fm_dist_sample(tr->x0, tr->source, seed, 0, (uint32_t)c0, FM_STREAM_VAL_X0, nb);
+        fm_path_sample(tr->xt, tr->u, &tr->path, tr->t, tr->x0, tr->z, nb, D);
+        const fm_model_in in = {tr->xt, tr->t, 0.0f, K > 0 ? tr->y : NULL, nb};
+        sum += fm_path_loss(tr->dout, fm_model_forward(tr->work, tr->params, &in), tr->u, nb, D, 1.0f);
+    }
+    float loss = (float)(sum / ((double)E * D));
+    fm_comm_allreduce_sum(&loss, 1);
+    return loss;
+}
+
 /* ---- the whole run ---- */
 
 /* An error every rank knows alike: rank 0 says it once, all end together. */
@@ -253,6 +282,9 @@ static int load_data(fm_data *data, fm_config *cfg)
     else if (cfg->model_classes > 0 && K > cfg->model_classes)
         fm_errorf(err, sizeof err, "[model] classes = %ld but %s has labels up to %d: allowed: model.classes >= %d "
                   "(or 0: unconditional)", cfg->model_classes, cfg->data_file, K - 1, K);
+    else if (cfg->eval_every > 0 && data->test.n == 0)
+        fm_errorf(err, sizeof err, "[train] eval_every = %ld needs held-out rows: %s has no /x_test", cfg->eval_every,
+                  cfg->data_file);
     else if (fm_config_validate(cfg, err, sizeof err) == 0)
         *err = '\0';
     if (*err) {
@@ -282,6 +314,7 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
     if (fm_target_needs_data(cfg) && load_data(&data, &run)) return 1;
     char *config_text = fm_config_dump(cfg);
     fm_trainer *tr = fm_trainer_new(cfg, data.mem ? &data.data : NULL);
+    tr->test = data.mem && data.test.n ? &data.test : NULL;
     fm_history hist = {0};
     double time0 = 0.0;
 
@@ -303,7 +336,8 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
 
     if (rank == 0) {
         /* Room for every row this run records: no allocation inside the step loop. */
-        fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every));
+        fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every) +
+                                      (cfg->eval_every ? (size_t)(cfg->steps / cfg->eval_every) : 0));
         printf("fmtrain %s (%s, kernels %s): %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
                "%zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(), fm_kern_isa(), P, P > 1 ? "s" : "", cfg->threads,
                cfg->threads > 1 ? "s" : "", cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb,
@@ -329,11 +363,13 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
             status = fail_all(err);
             break;
         }
+        const int evaluated = tr->test && cfg->eval_every > 0 && (step % cfg->eval_every == 0 || step == cfg->steps);
+        const float val = evaluated ? fm_trainer_eval(tr) : NAN;
         if (rank == 0) {
             const double elapsed = fm_now() - t_start;
             const int recorded = step <= 100 || step % cfg->history_every == 0 || step % cfg->log_every == 0 ||
-                                 step == cfg->steps || r.stop;
-            if (recorded) fm_history_push(&hist, step, r.loss, (float)r.lr, (float)r.grad_norm, time0 + elapsed);
+                                 step == cfg->steps || r.stop || evaluated;
+            if (recorded) fm_history_push(&hist, step, r.loss, (float)r.lr, (float)r.grad_norm, time0 + elapsed, val);
             fm_progress_step(&prog, &hist, recorded, step, r.loss, r.lr, r.grad_norm, elapsed);
         }
         if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps || r.stop) {

@@ -25,15 +25,32 @@ def skip_unless_required(reason):
     pytest.skip(reason)
 
 
-def run(args, np_=None, check=True, timeout=600):
+def run(args, np_=None, check=True, timeout=600, env=None):
     """Runs fmtrain ARGS, on np_ ranks through mpirun when np_ is given; returns the result."""
     cmd = [FMTRAIN] + [str(a) for a in args]
     if np_ is not None:
         cmd = ["mpirun", "--oversubscribe", "-np", str(np_)] + cmd
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, **env) if env else None)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
     return r
+
+
+def assert_refused(args, outdir, *fragments, np_=None, env=None):
+    """A bad input: a non-zero exit, one line 'fmtrain: error: ...' holding every fragment (the
+    only line on stderr without mpirun, whose own banner may follow it), outdir unchanged."""
+    before = tree_digest(outdir)
+    r = run(args, np_=np_, check=False, timeout=120, env=env)
+    assert r.returncode != 0, f"accepted: {args}"
+    lines = [l for l in r.stderr.splitlines() if l.startswith("fmtrain: error:")]
+    assert len(lines) == 1, f"expected one error line, got:\n{r.stderr}"
+    if np_ is None:
+        assert r.stderr.strip() == lines[0], f"more than one line on stderr:\n{r.stderr}"
+    for frag in fragments:
+        assert frag in lines[0], f"'{frag}' not in: {lines[0]}"
+    assert tree_digest(outdir) == before, "the output directory changed"
+    return lines[0]
 
 
 def params(path):

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import SOURCE
+from conftest import SEED_INI, SOURCE, run
 
 sys.path.insert(0, str(SOURCE / "analysis"))
 import fmtools  # noqa: E402
@@ -162,3 +162,55 @@ def test_history_file_of_a_resumed_run_matches_its_checkpoint(seed_runs, tmp_pat
     ck = fmtools.load_checkpoint(d / "checkpoint.h5")
     assert end == "done" and list(hist["step"]) == list(range(1, 41))
     np.testing.assert_allclose(hist["loss"], ck.history["loss"], rtol=1e-7)
+
+
+def test_report_of_dataset_runs(tmp_path):
+    """A 2-D dataset run: energy distance to held-out rows and its floor; an image run (8 x 8, two
+    classes: dark and bright images): the classifier's figures, a grid per class, trajectory strips."""
+    import fm_data
+    rng = np.random.default_rng(0)
+    fm_data.write(tmp_path / "moons.h5", *[fm_data.toy("moons", n, rng)[0] for n in (2000,)], value_range=(-1, 1),
+                  x_test=fm_data.toy("moons", 500, rng)[0])
+    run(["-c", SEED_INI, "-o", tmp_path / "m", "--data.target=file", f"--data.file={tmp_path / 'moons.h5'}",
+         "--train.steps=300", "--model.hidden=128,128", "--path.schedule=linear", "--sample.n=500"], np_=2)
+    r = subprocess.run([sys.executable, ANALYZE, "report", str(tmp_path / "m")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.load(open(tmp_path / "m" / "metrics.json"))
+    assert 0 < m["energy_distance_floor_train_rows"] < m["energy_distance"] < 0.5, m
+    assert (tmp_path / "m" / "figures" / "samples.png").exists()
+
+    y = np.arange(600) % 2
+    x = np.where(y[:, None, None, None] == 1, 200, 40) + rng.integers(-30, 30, (600, 1, 8, 8))
+    fm_data.write(tmp_path / "img.h5", x.astype(np.uint8), y, x[:100].astype(np.uint8), y[:100], (0, 255), ["dark", "bright"])
+    run(["-c", SEED_INI, "-o", tmp_path / "i", "--data.target=file", f"--data.file={tmp_path / 'img.h5'}",
+         "--model.classes=2", "--model.hidden=64", "--path.schedule=linear", "--train.steps=400", "--train.batch=128",
+         "--sample.n=40", "--sample.steps=20", "--sample.trajectories=4"], np_=2)
+    r = subprocess.run([sys.executable, ANALYZE, "report", str(tmp_path / "i")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.load(open(tmp_path / "i" / "metrics.json"))["images"]
+    assert m["classifier_test_accuracy"] > 0.95 and m["sample_accuracy"] > 0.9, m
+    assert m["frechet"] >= 0 and m["frechet_floor_real_train"] >= 0 and len(m["per_class_accuracy"]) == 2
+    for f in ("samples_grid.png", "trajectories.png", "loss.png"):
+        assert (tmp_path / "i" / "figures" / f).exists(), f
+    assert (tmp_path / "img.classifier.npz").exists(), "the classifier is kept beside the dataset"
+    # The numpy model of a conditional run (Fourier-free, label embedding) reproduces fmtrain's
+    # guided Euler steps, at w = 1 and at w = 2.5.
+    ck = fmtools.load_checkpoint(tmp_path / "i" / "checkpoint.h5")
+    for g in (1.0, 2.5):
+        run(["sample", "--checkpoint", tmp_path / "i" / "checkpoint.h5", "-o", tmp_path / "g.h5", f"--sample.guidance={g}",
+             "--sample.n=6", "--sample.steps=10", "--sample.trajectories=6"])
+        s = fmtools.load_samples(tmp_path / "g.h5")
+        traj, h = s.trajectories.astype(np.float64).reshape(6, 11, -1), 0.1
+        for k in range(10):
+            u = fmtools.velocity(ck, traj[:, k], s.times[k], s.labels, g)
+            step = (traj[:, k + 1] - traj[:, k]) / h
+            assert np.max(np.abs(step - u) / (1 + np.abs(u))) < 2e-3, f"guidance {g}, step {k}"
+
+
+def test_frechet_distance():
+    import fmimages
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((4000, 3)), rng.standard_normal((4000, 3)) * 2 + 1
+    # Gaussians N(0, I) and N(1, 4I): |mu|^2 = 3, tr(I + 4I - 2 * 2I) = 3
+    assert abs(fmimages.frechet(a, b) - 6.0) < 0.3
+    assert fmimages.frechet(a, a) < 1e-9

@@ -32,7 +32,7 @@ int main(int argc, char **argv)
     p[5] = -0.0f;
     p[6] = 1e-40f; /* a subnormal survives too */
     fm_history h = {0};
-    for (int s = 1; s <= 250; s++) fm_history_push(&h, s, 1.0f / s, 1e-3f, (float)s, 0.01 * s);
+    for (int s = 1; s <= 250; s++) fm_history_push(&h, s, 1.0f / s, 1e-3f, (float)s, 0.01 * s, s % 50 ? NAN : 2.0f / s);
 
     unlink(path);
     float *ema = malloc(sizeof(float) * n);
@@ -58,7 +58,8 @@ int main(int argc, char **argv)
         CHECK(c.hist.n == 250 && memcmp(c.hist.step, h.step, 250 * sizeof(int64_t)) == 0 &&
               memcmp(c.hist.loss, h.loss, 250 * sizeof(float)) == 0 &&
               memcmp(c.hist.time, h.time, 250 * sizeof(double)) == 0 &&
-              memcmp(c.hist.grad_norm, h.grad_norm, 250 * sizeof(float)) == 0, "history differs");
+              memcmp(c.hist.grad_norm, h.grad_norm, 250 * sizeof(float)) == 0 &&
+              memcmp(c.hist.val_loss, h.val_loss, 250 * sizeof(float)) == 0, "history differs");
     }
     fm_ckpt_free(&c);
 

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import SEED_INI, run, tree_digest
+from conftest import SEED_INI, assert_refused, run, tree_digest
 
 GOOD = open(SEED_INI).read()
 
@@ -23,22 +23,8 @@ def outdir(seed_runs, tmp_path):
     return d
 
 
-def _fails_cleanly(args, outdir, *fragments, np_=None):
-    before = tree_digest(outdir)
-    r = run(args, np_=np_, check=False, timeout=120)
-    assert r.returncode != 0, f"accepted: {args}"
-    lines = [l for l in r.stderr.splitlines() if l.startswith("fmtrain: error:")]
-    assert len(lines) == 1, f"expected one error line, got:\n{r.stderr}"
-    if np_ is None:
-        assert r.stderr.strip() == lines[0], f"more than one line on stderr:\n{r.stderr}"
-    for frag in fragments:
-        assert frag in lines[0], f"'{frag}' not in: {lines[0]}"
-    assert tree_digest(outdir) == before, "the output directory changed"
-    return lines[0]
-
-
 def test_missing_config(outdir):
-    _fails_cleanly(["-c", outdir / "nope.ini", "-o", outdir], outdir, "cannot read config file", "nope.ini")
+    assert_refused(["-c", outdir / "nope.ini", "-o", outdir], outdir, "cannot read config file", "nope.ini")
 
 
 @pytest.mark.parametrize("text,frags", [
@@ -56,7 +42,7 @@ def test_missing_config(outdir):
 ])
 def test_bad_config_file(outdir, tmp_path, text, frags):
     ini = _write(tmp_path / "bad.ini", GOOD + "\n" + text)
-    _fails_cleanly(["-c", ini, "-o", outdir], outdir, "bad.ini:", *frags)
+    assert_refused(["-c", ini, "-o", outdir], outdir, "bad.ini:", *frags)
 
 
 def test_bad_config_creates_no_output_dir(tmp_path):
@@ -75,27 +61,27 @@ def test_bad_config_creates_no_output_dir(tmp_path):
     ("--data.dim=3", ["dim = 3 with target = gmm_ring"]),
 ])
 def test_bad_override(outdir, override, frags):
-    _fails_cleanly(["-c", SEED_INI, "-o", outdir, override], outdir, *frags)
+    assert_refused(["-c", SEED_INI, "-o", outdir, override], outdir, *frags)
 
 
 def test_bad_input_under_mpirun_ends_every_rank(outdir):
-    _fails_cleanly(["-c", SEED_INI, "-o", outdir, "--train.steps=0"], outdir, "from 1 to", np_=3)
+    assert_refused(["-c", SEED_INI, "-o", outdir, "--train.steps=0"], outdir, "from 1 to", np_=3)
 
 
 def test_sample_from_a_file_that_is_not_hdf5(outdir):
     junk = _write(outdir / "junk.h5", "not hdf5 at all\n")
-    _fails_cleanly(["sample", "--checkpoint", junk, "-o", outdir / "s.h5"], outdir, "not an HDF5 file")
+    assert_refused(["sample", "--checkpoint", junk, "-o", outdir / "s.h5"], outdir, "not an HDF5 file")
 
 
 def test_sample_from_an_hdf5_file_that_is_not_fm(outdir, tmp_path):
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
         f["x"] = np.zeros(3)
-    _fails_cleanly(["sample", "--checkpoint", other, "-o", outdir / "s.h5"], outdir, "not fm's")
+    assert_refused(["sample", "--checkpoint", other, "-o", outdir / "s.h5"], outdir, "not fm's")
 
 
 def test_sample_from_a_samples_file(outdir):
-    _fails_cleanly(["sample", "--checkpoint", outdir / "samples.h5", "-o", outdir / "s.h5"], outdir,
+    assert_refused(["sample", "--checkpoint", outdir / "samples.h5", "-o", outdir / "s.h5"], outdir,
                    "is an fm samples file", "expected an fm checkpoint")
 
 
@@ -104,22 +90,22 @@ def test_resume_from_a_checkpoint_that_is_not_fm(outdir):
     ckpt.unlink()
     with h5py.File(ckpt, "w") as f:
         f["model"] = np.zeros(3)
-    _fails_cleanly(["-c", SEED_INI, "-o", outdir], outdir, "not fm's")
+    assert_refused(["-c", SEED_INI, "-o", outdir], outdir, "not fm's")
 
 
 def test_resume_that_changes_the_model(outdir):
-    _fails_cleanly(["-c", SEED_INI, "-o", outdir, "--model.hidden=64,16"], outdir, "model.hidden (1024,16 -> 64,16)")
+    assert_refused(["-c", SEED_INI, "-o", outdir, "--model.hidden=64,16"], outdir, "model.hidden (1024,16 -> 64,16)")
 
 
 def test_resume_never_refuses_an_existing_checkpoint(outdir):
-    _fails_cleanly(["-c", SEED_INI, "-o", outdir, "--train.resume=never"], outdir, "exists", "train.resume = never")
+    assert_refused(["-c", SEED_INI, "-o", outdir, "--train.resume=never"], outdir, "exists", "train.resume = never")
 
 
 def test_resume_flag_without_checkpoint(tmp_path):
     d = tmp_path / "empty"
     d.mkdir()
-    _fails_cleanly(["-c", SEED_INI, "-o", d, "--resume"], d, "nothing to resume")
+    assert_refused(["-c", SEED_INI, "-o", d, "--resume"], d, "nothing to resume")
 
 
 def test_unknown_argument(outdir):
-    _fails_cleanly(["-c", SEED_INI, "-o", outdir, "--frobnicate"], outdir, "unexpected argument '--frobnicate'")
+    assert_refused(["-c", SEED_INI, "-o", outdir, "--frobnicate"], outdir, "unexpected argument '--frobnicate'")

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import FMTRAIN, SEED_INI, assert_close_rel, history, params, run, skip_unless_required, tree_digest
+from conftest import FMTRAIN, SEED_INI, assert_close_rel, assert_refused, history, params, run, skip_unless_required, tree_digest
 
 FAST = ["--sample.n=0", "--train.log_every=25"]
 
@@ -158,24 +158,13 @@ def small_run(tmp_path):
     return d
 
 
-def _refused(args, d, *frags, env=None):
-    before = tree_digest(d)
-    r = subprocess.run([FMTRAIN] + [str(a) for a in args], capture_output=True, text=True,
-                       env=dict(os.environ, **(env or {})), timeout=120)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert r.stderr.startswith("fmtrain: error:") and r.stderr.count("\n") == 1, r.stderr
-    for f in frags:
-        assert f in r.stderr, r.stderr
-    assert tree_digest(d) == before, "the output directory changed"
-
-
 def test_truncated_checkpoint_is_refused(small_run):
     ck = small_run / "checkpoint.h5"
     data = ck.read_bytes()
     ck.write_bytes(data[: len(data) // 2])
     why = "checkpoint.h5 is not an HDF5 file (or is truncated): expected an fm checkpoint"
-    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run, why)
-    _refused(["sample", "--checkpoint", ck, "-o", small_run / "s.h5"], small_run, why)
+    assert_refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run, why)
+    assert_refused(["sample", "--checkpoint", ck, "-o", small_run / "s.h5"], small_run, why)
 
 
 def test_corrupt_checkpoint_is_refused(small_run):
@@ -184,26 +173,26 @@ def test_corrupt_checkpoint_is_refused(small_run):
     for i in range(0, len(data), 512):  # every 512th byte flipped, metadata included
         data[i] ^= 0xFF
     ck.write_bytes(bytes(data))
-    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run,
+    assert_refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run,
              "checkpoint.h5 is not an HDF5 file (or is truncated): expected an fm checkpoint")
 
 
 def test_newer_format_version_is_refused(small_run):
     with h5py.File(small_run / "checkpoint.h5", "r+") as f:
         f.attrs["fm_version"] = np.int64(7)
-    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run,
+    assert_refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8"], small_run,
              "format version 7", "newer fmtrain")
 
 
 def test_architecture_mismatch_on_resume_is_refused(small_run):
-    _refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8", "--model.activation=tanh"],
+    assert_refused(["-c", SEED_INI, "-o", small_run, "--train.steps=20", "--model.hidden=32,8", "--model.activation=tanh"],
              small_run, "model.activation (silu -> tanh)")
 
 
 def test_slurm_tasks_without_pmi_is_refused(tmp_path):
     d = tmp_path / "x"
     d.mkdir()
-    _refused(["-c", SEED_INI, "-o", d], d, "SLURM started 4 tasks but MPI sees 1 rank", "--mpi=pmix",
+    assert_refused(["-c", SEED_INI, "-o", d], d, "SLURM started 4 tasks but MPI sees 1 rank", "--mpi=pmix",
              env={"SLURM_STEP_NUM_TASKS": "4"})
 
 
@@ -220,7 +209,7 @@ def test_read_only_output_directory_is_refused(small_run, tmp_path):
     try:
         shutil.copytree(small_run, mnt / "run")
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        _refused(["-c", SEED_INI, "-o", mnt / "run", "--train.steps=20", "--model.hidden=32,8"], mnt / "run",
+        assert_refused(["-c", SEED_INI, "-o", mnt / "run", "--train.steps=20", "--model.hidden=32,8"], mnt / "run",
                  "not writable", "Read-only file system")
     finally:
         subprocess.run(["umount", str(mnt)])

@@ -30,6 +30,7 @@ typedef struct {
     /* [train] */
     long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, microbatch, threads;
     double cond_drop;
+    long eval_every, eval_n;
     char resume[FM_NAME_MAX]; /* auto | never | always */
     char overlap[FM_NAME_MAX]; /* on | off */
     char progress[FM_NAME_MAX]; /* auto | line | plain */

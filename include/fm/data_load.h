@@ -9,6 +9,7 @@
 
 typedef struct {
     fm_dataset data;     /* the view the target draws from */
+    fm_dataset test;     /* the held-out split (n = 0: none): the validation loss's rows */
     size_t bytes;        /* of the shared copy */
     fm_comm_shared *mem;
 } fm_data;

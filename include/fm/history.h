@@ -13,11 +13,12 @@ typedef struct {
     float *lr;       /* [cap] */
     float *grad_norm; /* [cap] */
     double *time;    /* [cap] seconds of training since the run began, summed over resumes */
+    float *val_loss; /* [cap] the loss on the held-out rows (train.eval_every), NaN where not evaluated */
 } fm_history;
 
 /* Room for cap rows (push then never allocates below it). */
 void fm_history_reserve(fm_history *h, size_t cap);
-void fm_history_push(fm_history *h, int64_t step, float loss, float lr, float grad_norm, double time);
+void fm_history_push(fm_history *h, int64_t step, float loss, float lr, float grad_norm, double time, float val_loss);
 void fm_history_free(fm_history *h);
 
 #endif

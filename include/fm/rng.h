@@ -18,6 +18,8 @@ enum {
     FM_STREAM_MEANS = 5,  /* random mixture means */
     FM_STREAM_EVAL = 6,   /* fresh draws for evaluation tools */
     FM_STREAM_COND = 7,   /* training label dropout (classifier-free guidance) */
+    FM_STREAM_VAL_T = 8,  /* validation t, index = held-out row (the same at every evaluation) */
+    FM_STREAM_VAL_X0 = 9, /* validation x0, likewise */
 };
 
 /* The raw block function: out = Philox4x32-10(ctr, key). */

@@ -47,6 +47,7 @@ typedef struct {
     float *drop;                  /* [mb] uniforms of the label dropout */
     fm_model_work *work;
     int overlap;                  /* all-reduce each finished gradient range during the backward */
+    const fm_dataset *test;       /* held-out rows for the validation loss, or NULL */
 } fm_trainer;
 
 /* Collective: builds the model, initialises the parameters on rank 0 and broadcasts them. data:
@@ -55,6 +56,11 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data);
 /* Collective: one step of the global batch (draws, forward, backward, all-reduce, Adam). */
 fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times /* may be NULL */);
 void fm_trainer_free(fm_trainer *tr);
+
+/* Collective: the loss on the first train.eval_n held-out rows (tr->test), split over the
+ * ranks, with draws of t and x0 fixed for every evaluation (streams VAL_T, VAL_X0; index = row),
+ * every label kept: comparable from one evaluation to the next. */
+float fm_trainer_eval(fm_trainer *tr);
 
 /* Collective. Trains into outdir (created by the caller), resuming per cfg->resume, then samples
  * when sample.n > 0. Returns the process exit status (0, 1, or FM_EXIT_STOPPED). */
