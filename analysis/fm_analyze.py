@@ -86,7 +86,7 @@ def report_dataset(args, ck, s, samples_path):
     import fmplots
     data_path = args.data or ck.config.get("data", "file")
     data = fmtools.load_dataset(data_path)
-    shape = data["x"].shape[1:]
+    shape = tuple(s.attrs.get("data_shape", data["x"].shape[1:]))  # samples.h5 says it; older files: the data
     out = {"run_dir": args.run_dir, "checkpoint_step": ck.step, "samples": samples_path, "data": data_path,
            "solver": s.attrs.get("solver"), "sample_steps": s.attrs.get("steps"), "weights": s.attrs.get("weights"),
            "guidance": s.attrs.get("guidance"), "final_loss_mean_last_100": float(np.mean(ck.history["loss"][-100:]))}

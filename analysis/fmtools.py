@@ -131,7 +131,8 @@ def load_history(path):
 def load_samples(path):
     with h5py.File(path, "r") as f:
         _check_format(f, path, "samples")
-        attrs = {k: (v if isinstance(v, str) else v.item()) for k, v in f.attrs.items() if k != "config"}
+        attrs = {k: (v if isinstance(v, str) else np.asarray(v).tolist() if k in ("data_shape", "value_range") else v.item())
+                 for k, v in f.attrs.items() if k != "config"}
         return Samples(str(path), f["samples"][()], f["trajectories"][()], f["times"][()], attrs,
                        read_config(f.attrs["config"]), f["labels"][()] if "labels" in f else None)
 

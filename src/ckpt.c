@@ -75,7 +75,8 @@ int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap)
     WRITE("the root attributes", fm_h5_stamp(f, "checkpoint") || fm_h5_attr_i64(f, "/", "step", s->step) ||
                                  fm_h5_attr_str(f, "/", "config", s->config_text) ||
                                  fm_h5_attr_str(f, "/", "data", s->target->about) ||
-                                 (s->target->fingerprint && fm_h5_attr_str(f, "/", "data_fingerprint", fingerprint)));
+                                 (s->target->fingerprint && fm_h5_attr_str(f, "/", "data_fingerprint", fingerprint)) ||
+                                 fm_h5_write_row_shape(f, &s->target->rows));
     if (rc == 0) rc = write_tensors(f, "/model", m->tensors, m->ntensors, s->params, what, sizeof what);
     if (rc == 0) rc = write_tensors(f, "/optim/m", m->tensors, m->ntensors, s->m, what, sizeof what);
     if (rc == 0) rc = write_tensors(f, "/optim/v", m->tensors, m->ntensors, s->v, what, sizeof what);
@@ -201,6 +202,7 @@ static int read_fingerprint(fm_ckpt *c, fm_h5 f)
 {
     char *hex = NULL;
     fm_h5_attr_read_str(f, "/", "data", &c->data_about);
+    fm_h5_read_row_shape(f, &c->rows);
     if (fm_h5_attr_read_str(f, "/", "data_fingerprint", &hex)) return 0;
     char *end = NULL;
     c->data_fingerprint = strtoull(hex, &end, 16);

@@ -218,6 +218,44 @@ int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value
     return rc;
 }
 
+static hid_t open_attr(fm_h5 f, const char *obj, const char *name);
+
+static int attr_vec(fm_h5 f, const char *obj, const char *name, hid_t filetype, hid_t memtype, const void *value, int n)
+{
+    const hsize_t d[1] = {(hsize_t)n};
+    hid_t sp = H5Screate_simple(1, d, NULL);
+    hid_t a = H5Acreate_by_name(f, obj, name, filetype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a >= 0 && H5Awrite(a, memtype, value) >= 0 ? 0 : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+int fm_h5_attr_i64v(fm_h5 f, const char *obj, const char *name, const int64_t *value, int n)
+{
+    return attr_vec(f, obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, value, n);
+}
+
+int fm_h5_attr_f64v(fm_h5 f, const char *obj, const char *name, const double *value, int n)
+{
+    return attr_vec(f, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, value, n);
+}
+
+int fm_h5_attr_read_i64v(fm_h5 f, const char *obj, const char *name, int64_t *value, int cap)
+{
+    hid_t a = open_attr(f, obj, name);
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a);
+    hid_t sp = H5Aget_space(a);
+    const hssize_t n = H5Sget_simple_extent_npoints(sp);
+    int rc = H5Tget_class(ft) == H5T_INTEGER && n >= 1 && n <= cap && H5Aread(a, H5T_NATIVE_INT64, value) >= 0
+                 ? (int)n : -1;
+    H5Sclose(sp);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
 int fm_h5_attr_f64(fm_h5 f, const char *obj, const char *name, double value)
 {
     hid_t sp = H5Screate(H5S_SCALAR);
@@ -455,4 +493,27 @@ fm_h5 fm_h5_open_fm(const char *path, const char *want, char *err, int cap)
     free(format);
     fm_h5_close(f);
     return -1;
+}
+
+int fm_h5_write_row_shape(fm_h5 f, const fm_row_shape *r)
+{
+    if (r->rank <= 0) return 0;
+    int64_t shape[FM_DATASET_RANK];
+    for (int k = 0; k < r->rank; k++) shape[k] = (int64_t)r->shape[k];
+    const double range[2] = {r->lo, r->hi};
+    return fm_h5_attr_i64v(f, "/", "data_shape", shape, r->rank) || fm_h5_attr_f64v(f, "/", "value_range", range, 2)
+               ? -1 : 0;
+}
+
+void fm_h5_read_row_shape(fm_h5 f, fm_row_shape *r)
+{
+    int64_t shape[FM_DATASET_RANK];
+    double range[2];
+    const int n = fm_h5_attr_read_i64v(f, "/", "data_shape", shape, FM_DATASET_RANK);
+    memset(r, 0, sizeof *r);
+    if (n < 1 || fm_h5_attr_read_f64v(f, "/", "value_range", range, 2)) return;
+    r->rank = n;
+    for (int k = 0; k < n; k++) r->shape[k] = (uint64_t)shape[k];
+    r->lo = range[0];
+    r->hi = range[1];
 }

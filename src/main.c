@@ -239,7 +239,8 @@ static int cmd_sample(int argc, char **argv, int first)
     }
     if (cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
     char *text = fm_config_dump(&cfg);
-    int ok = fm_sample_run(path, &cfg, text, &model, c.params, ema, step, err, sizeof err) == 0;
+    fm_comm_bcast(&c.rows, sizeof c.rows);
+    int ok = fm_sample_run(path, &cfg, text, &model, c.params, ema, &c.rows, step, err, sizeof err) == 0;
     if (!ok && fm_comm_rank() == 0) fm_error_print(err);
     free(text);
     fm_model_free(&model);

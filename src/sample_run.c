@@ -29,6 +29,7 @@ typedef struct {
     long checkpoint_step;
     int ema;        /* the weights were the moving average */
     const int *y;   /* [nloc] the trajectories' labels, or NULL */
+    const fm_row_shape *rows; /* the data's row shape and value range, or NULL */
 } meta;
 
 static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, const float *x, const float *traj,
@@ -51,6 +52,7 @@ static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, con
              fm_h5_attr_i64(f, "/", "checkpoint_step", mt->checkpoint_step) ||
              fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
              fm_h5_attr_str(f, "/", "weights", mt->ema ? "ema" : "raw") ||
+             (mt->rows && fm_h5_write_row_shape(f, mt->rows)) ||
              fm_h5_write_f32_rows(f, "/samples", x, 2, sd, r0, nloc) ||
              fm_h5_write_f32_rows(f, "/trajectories", traj, 3, td, r0 < M ? r0 : M, mloc) ||
              fm_h5_write_f32_rows(f, "/times", times, 1, tt, 0, root ? T : 0) ||
@@ -93,7 +95,7 @@ void fm_sample_run_integrate(float *x, float *traj, const fm_config *cfg, const 
 }
 
 int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
-                  const float *params, int ema, long checkpoint_step, char *err, int cap)
+                  const float *params, int ema, const fm_row_shape *rows, long checkpoint_step, char *err, int cap)
 {
     const int P = fm_comm_size(), r = fm_comm_rank();
     const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
@@ -111,7 +113,7 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
 
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    const meta mt = {config_text, checkpoint_step, ema, y};
+    const meta mt = {config_text, checkpoint_step, ema, y, rows};
     int rc = write_file(tmp, cfg, &mt, x, traj, r0, nloc, mloc);
     free(x);
     free(traj);

@@ -25,6 +25,10 @@ static int file_build(fm_target *t, const fm_config *c, char *err, int cap)
     t->dim = d->dim;
     t->classes = d->classes;
     t->fingerprint = d->fingerprint;
+    t->rows.rank = d->rank;
+    for (int k = 0; k < d->rank; k++) t->rows.shape[k] = d->shape[k];
+    t->rows.lo = d->lo;
+    t->rows.hi = d->hi;
     int len = snprintf(t->about, sizeof t->about, "file %s: %" PRIu64 " rows of [", c->data_file, d->n);
     for (int k = 0; k < d->rank && len < (int)sizeof t->about; k++)
         len += snprintf(t->about + len, sizeof t->about - (size_t)len, "%s%" PRIu64, k ? ", " : "", d->shape[k]);

@@ -398,8 +398,8 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
     }
     if (status == 0 && cfg->sample_n > 0) {
         const int ema = tr->ema && strcmp(cfg->sample_weights, "ema") == 0;
-        int ok = fm_sample_run(samples_path, cfg, config_text, &tr->model, ema ? tr->ema : tr->params, ema, tr->step,
-                               err, sizeof err) == 0;
+        int ok = fm_sample_run(samples_path, cfg, config_text, &tr->model, ema ? tr->ema : tr->params, ema,
+                               &tr->target.rows, tr->step, err, sizeof err) == 0;
         if (!ok && rank == 0) fm_error_print(err);
         if (!ok) status = 1;
     }

@@ -192,6 +192,8 @@ def test_report_of_dataset_runs(tmp_path):
     assert m["frechet"] >= 0 and m["frechet_floor_real_train"] >= 0 and len(m["per_class_accuracy"]) == 2
     for f in ("samples_grid.png", "trajectories.png", "loss.png"):
         assert (tmp_path / "i" / "figures" / f).exists(), f
+    s = fmtools.load_samples(tmp_path / "i" / "samples.h5")
+    assert s.attrs["data_shape"] == [1, 8, 8] and s.attrs["value_range"] == [0.0, 255.0], s.attrs
     assert (tmp_path / "img.classifier.npz").exists(), "the classifier is kept beside the dataset"
     # The numpy model of a conditional run (Fourier-free, label embedding) reproduces fmtrain's
     # guided Euler steps, at w = 1 and at w = 2.5.
@@ -200,6 +202,7 @@ def test_report_of_dataset_runs(tmp_path):
         run(["sample", "--checkpoint", tmp_path / "i" / "checkpoint.h5", "-o", tmp_path / "g.h5", f"--sample.guidance={g}",
              "--sample.n=6", "--sample.steps=10", "--sample.trajectories=6"])
         s = fmtools.load_samples(tmp_path / "g.h5")
+        assert s.attrs["data_shape"] == [1, 8, 8], "fmtrain sample records the data's shape from the checkpoint"
         traj, h = s.trajectories.astype(np.float64).reshape(6, 11, -1), 0.1
         for k in range(10):
             u = fmtools.velocity(ck, traj[:, k], s.times[k], s.labels, g)

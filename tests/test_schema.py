@@ -71,7 +71,7 @@ def test_h5dump_and_h5ls_read_both_files(seed_runs):
     shows the attributes."""
     layers = [f"/{g}/layer_{k}/{w}" for g in ("model", "optim/m", "optim/v") for k in range(3) for w in ("weight", "bias")]
     expect = {
-        "checkpoint.h5": layers + ["/optim/step", "/history/step", "/history/loss", "/history/lr",
+        "checkpoint.h5": layers + ["/optim/step", "/history/step", "/history/loss", "/history/lr", "/history/val_loss",
                                    "/history/grad_norm", "/history/time", "/data/target_means", "/data/target_std"],
         "samples.h5": ["/samples", "/trajectories", "/times"],
     }

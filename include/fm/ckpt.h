@@ -19,6 +19,7 @@ typedef struct {
     fm_history hist;
     char *data_about;            /* the root attribute data: what it was trained on (NULL: not said) */
     uint64_t data_fingerprint;   /* data_fingerprint, 0 when the target has none (a mixture) */
+    fm_row_shape rows;           /* data_shape and value_range (rank 0: not recorded) */
 } fm_ckpt;
 
 /* What a checkpoint is written from (borrowed). */

@@ -15,6 +15,14 @@ typedef enum { FM_DTYPE_U8 = 0, FM_DTYPE_F32 = 1, FM_DTYPE_F64 = 2, FM_DTYPE_COU
 const char *fm_dtype_name(int i);
 size_t fm_dtype_size(fm_dtype t);
 
+/* The shape of one row ([D] or [C, H, W]) and the value range that [-1, 1] stands for: what tools
+ * need to turn samples back into images. rank 0: not known (a mixture's vectors). */
+typedef struct {
+    int rank;
+    uint64_t shape[FM_DATASET_RANK];
+    double lo, hi;
+} fm_row_shape;
+
 typedef struct {
     const void *x;      /* [n, dim] rows, elements of `type` */
     const int32_t *y;   /* [n] labels 0..classes-1, or NULL */

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fm/dataset.h"
+
 typedef int64_t fm_h5; /* hid_t */
 
 /* Creates (truncates) a file. parallel = 1: every rank calls it and writes collectively. */
@@ -36,9 +38,18 @@ int fm_h5_write_i32_rows(fm_h5 f, const char *name, const int32_t *data, int ran
 int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value);
 int fm_h5_attr_i64(fm_h5 f, const char *obj, const char *name, int64_t value);
 int fm_h5_attr_f64(fm_h5 f, const char *obj, const char *name, double value);
+/* Attributes of n numbers. */
+int fm_h5_attr_i64v(fm_h5 f, const char *obj, const char *name, const int64_t *value, int n);
+int fm_h5_attr_f64v(fm_h5 f, const char *obj, const char *name, const double *value, int n);
+/* Reads an integer attribute of 1 to cap numbers: their count, or -1. */
+int fm_h5_attr_read_i64v(fm_h5 f, const char *obj, const char *name, int64_t *value, int cap);
 /* The root attributes of every fm file: fm_format (format), fm_version (FM_FORMAT_VERSION),
  * fm_git (the build's git describe) and fm_release. */
 int fm_h5_stamp(fm_h5 f, const char *format);
+/* The root attributes data_shape and value_range of a dataset's rows (nothing when rank is 0);
+ * reading leaves rank 0 when they are absent or malformed. */
+int fm_h5_write_row_shape(fm_h5 f, const fm_row_shape *r);
+void fm_h5_read_row_shape(fm_h5 f, fm_row_shape *r);
 /* Opens an fm file read-only after checking fm_format (== want unless want is NULL) and a
  * version this build reads; -1 with one line in err naming what is wrong. */
 fm_h5 fm_h5_open_fm(const char *path, const char *want, char *err, int cap);

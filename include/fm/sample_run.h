@@ -6,6 +6,7 @@
 #define FM_SAMPLE_RUN_H
 
 #include "fm/config.h"
+#include "fm/dataset.h"
 #include "fm/model.h"
 
 /* This rank's share of the integration, no I/O: rows r0 .. r0+nloc of the n trajectories
@@ -20,9 +21,10 @@ void fm_sample_run_labels(int *y /* [nloc] */, const fm_config *cfg, int classes
 
 /* Collective. Writes path atomically (temporary file, then rename by rank 0); a conditional
  * model's trajectories get labels (sample.classes), guided by sample.guidance, and /labels.
- * ema: params are the moving average (recorded as the attribute weights). Returns 0, or -1
- * with err. */
+ * ema: params are the moving average (recorded as the attribute weights); rows (may be NULL):
+ * the data's row shape and value range, recorded as data_shape and value_range. Returns 0, or
+ * -1 with err. */
 int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
-                  const float *params, int ema, long checkpoint_step, char *err, int cap);
+                  const float *params, int ema, const fm_row_shape *rows, long checkpoint_step, char *err, int cap);
 
 #endif

@@ -37,6 +37,7 @@ struct fm_target {
      * on other data is refused; fingerprint 0: nothing to compare (the config says it all). */
     char about[512];
     uint64_t fingerprint;
+    fm_row_shape rows;      /* a dataset's row shape and value range (rank 0: none) */
     /* What the checkpoint keeps of it under /data, for tools (a mixture's means and std). */
     int narrays;
     fm_tensor arrays[FM_TARGET_MAX_ARRAYS];
