@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <unistd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -442,8 +443,13 @@ static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *
     int r = H5Sget_simple_extent_ndims(sp);
     if (r > 8) r = 8;
     H5Sget_simple_extent_dims(sp, d, NULL);
-    const char *kind = H5Tget_class(ft) == H5T_FLOAT ? (H5Tget_size(ft) == 4 ? "float32" : "float64")
-                     : H5Tget_class(ft) == H5T_INTEGER ? "int64" : "other";
+    char kind[16];
+    const H5T_class_t c = H5Tget_class(ft);
+    if (c == H5T_FLOAT || c == H5T_INTEGER)
+        snprintf(kind, sizeof kind, "%s%zu", c == H5T_FLOAT ? "float" : H5Tget_sign(ft) == H5T_SGN_NONE ? "uint" : "int",
+                 8 * H5Tget_size(ft));
+    else
+        snprintf(kind, sizeof kind, "other");
     fprintf(out, "  /%-28s %-8s [", name, kind);
     for (int i = 0; i < r; i++) fprintf(out, "%s%llu", i ? ", " : "", (unsigned long long)d[i]);
     fprintf(out, "]\n");

