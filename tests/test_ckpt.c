@@ -97,16 +97,6 @@ int main(int argc, char **argv)
     CHECK(fm_ckpt_read(&c, bad, err, sizeof err) == -1 &&
           strstr(err, "dataset /model/layer_0/weight is missing or not float [33, 4]"), "no datasets: %s", err);
 
-    /* A checkpoint of format 1, written by fmtrain before the model interface, loads unchanged:
-     * its tensors are the MLP's layer_K/weight and layer_K/bias. */
-    if (argc > 2) {
-        CHECK(fm_ckpt_read(&c, argv[2], err, sizeof err) == 0, "format-1 fixture: %s", err);
-        CHECK(c.step == 30 && c.model.ntensors == 6 && c.model.nparams == 3 * 64 + 64 + 64 * 16 + 16 + 16 * 2 + 2,
-              "format-1 fixture: step %ld, %d tensors, %zu parameters", c.step, c.model.ntensors, c.model.nparams);
-        CHECK(c.hist.n == 30 && c.hist.step[29] == 30 && !c.ema, "format-1 fixture history, no moving average");
-        fm_ckpt_free(&c);
-    }
-
     /* A missing file names the system's reason. */
     CHECK(fm_ckpt_read(&c, "/nonexistent/x.h5", err, sizeof err) == -1 && strstr(err, "No such file"), "%s", err);
     unlink(bad);
