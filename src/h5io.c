@@ -219,7 +219,8 @@ int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value
     return rc;
 }
 
-static hid_t open_attr(fm_h5 f, const char *obj, const char *name);
+static int read_attr_vec(fm_h5 f, const char *obj, const char *name, hid_t memtype, int floats_ok, void *value,
+                         int lo, int hi);
 
 static int attr_vec(fm_h5 f, const char *obj, const char *name, hid_t filetype, hid_t memtype, const void *value, int n)
 {
@@ -244,17 +245,7 @@ int fm_h5_attr_f64v(fm_h5 f, const char *obj, const char *name, const double *va
 
 int fm_h5_attr_read_i64v(fm_h5 f, const char *obj, const char *name, int64_t *value, int cap)
 {
-    hid_t a = open_attr(f, obj, name);
-    if (a < 0) return -1;
-    hid_t ft = H5Aget_type(a);
-    hid_t sp = H5Aget_space(a);
-    const hssize_t n = H5Sget_simple_extent_npoints(sp);
-    int rc = H5Tget_class(ft) == H5T_INTEGER && n >= 1 && n <= cap && H5Aread(a, H5T_NATIVE_INT64, value) >= 0
-                 ? (int)n : -1;
-    H5Sclose(sp);
-    H5Tclose(ft);
-    H5Aclose(a);
-    return rc;
+    return read_attr_vec(f, obj, name, H5T_NATIVE_INT64, 0, value, 1, cap);
 }
 
 int fm_h5_attr_f64(fm_h5 f, const char *obj, const char *name, double value)
@@ -276,6 +267,24 @@ static hid_t open_attr(fm_h5 f, const char *obj, const char *name)
 {
     if (H5Aexists_by_name(f, obj, name, H5P_DEFAULT) <= 0) return -1;
     return H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+/* A numeric attribute of lo..hi numbers read as memtype (integers only unless floats_ok): the
+ * count, or -1 when it is missing, of another kind or of another length. */
+static int read_attr_vec(fm_h5 f, const char *obj, const char *name, hid_t memtype, int floats_ok, void *value,
+                         int lo, int hi)
+{
+    hid_t a = open_attr(f, obj, name);
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
+    const H5T_class_t c = H5Tget_class(ft);
+    const hssize_t n = H5Sget_simple_extent_npoints(sp);
+    const int rc = (c == H5T_INTEGER || (floats_ok && c == H5T_FLOAT)) && n >= lo && n <= hi &&
+                   H5Aread(a, memtype, value) >= 0 ? (int)n : -1;
+    H5Sclose(sp);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
 }
 
 int fm_h5_attr_read_str(fm_h5 f, const char *obj, const char *name, char **value)
@@ -313,16 +322,7 @@ int fm_h5_attr_read_str(fm_h5 f, const char *obj, const char *name, char **value
 
 int fm_h5_attr_read_i64(fm_h5 f, const char *obj, const char *name, int64_t *value)
 {
-    hid_t a = open_attr(f, obj, name);
-    if (a < 0) return -1;
-    hid_t ft = H5Aget_type(a);
-    hid_t sp = H5Aget_space(a);
-    int rc = (H5Tget_class(ft) == H5T_INTEGER && H5Sget_simple_extent_npoints(sp) == 1 &&
-              H5Aread(a, H5T_NATIVE_INT64, value) >= 0) ? 0 : -1;
-    H5Sclose(sp);
-    H5Tclose(ft);
-    H5Aclose(a);
-    return rc;
+    return read_attr_vec(f, obj, name, H5T_NATIVE_INT64, 0, value, 1, 1) < 0 ? -1 : 0;
 }
 
 /* H5Dopen on a path whose groups may be missing: check each link along the way first. */
@@ -418,17 +418,7 @@ int fm_h5_type(fm_h5 f, const char *name, char *kind, size_t *size)
 
 int fm_h5_attr_read_f64v(fm_h5 f, const char *obj, const char *name, double *value, int n)
 {
-    hid_t a = open_attr(f, obj, name);
-    if (a < 0) return -1;
-    hid_t ft = H5Aget_type(a);
-    hid_t sp = H5Aget_space(a);
-    const H5T_class_t c = H5Tget_class(ft);
-    int rc = ((c == H5T_FLOAT || c == H5T_INTEGER) && H5Sget_simple_extent_npoints(sp) == n &&
-              H5Aread(a, H5T_NATIVE_DOUBLE, value) >= 0) ? 0 : -1;
-    H5Sclose(sp);
-    H5Tclose(ft);
-    H5Aclose(a);
-    return rc;
+    return read_attr_vec(f, obj, name, H5T_NATIVE_DOUBLE, 1, value, n, n) < 0 ? -1 : 0;
 }
 
 static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *data)

@@ -25,13 +25,8 @@ const char *fm_model_time_embed_name(int i)
 int fm_model_build(fm_model *m, const fm_config *c, char *err, int cap)
 {
     memset(m, 0, sizeof *m);
-    const int i = fm_names_find(fm_model_type_name, c->model_type);
-    if (i < 0) {
-        char list[256];
-        fm_errorf(err, cap, "[model] type = '%s': allowed: %s", c->model_type,
-                  fm_names_join(list, sizeof list, fm_model_type_name, ", "));
-        return -1;
-    }
+    const int i = fm_names_require(fm_model_type_name, c->model_type, "[model] type", err, cap);
+    if (i < 0) return -1;
     m->ops = models[i];
     if (m->ops->build(m, c, err, cap)) {
         fm_model_free(m);

@@ -21,13 +21,7 @@ const char *fm_target_name(int i) { return i >= 0 && i < NTARGETS ? targets[i]->
 
 static int find(const fm_config *c, char *err, int cap)
 {
-    const int i = fm_names_find(fm_target_name, c->target);
-    if (i < 0) {
-        char list[256];
-        fm_errorf(err, cap, "[data] target = '%s': allowed: %s", c->target,
-                  fm_names_join(list, sizeof list, fm_target_name, ", "));
-    }
-    return i;
+    return fm_names_require(fm_target_name, c->target, "[data] target", err, cap);
 }
 
 int fm_target_needs_data(const fm_config *c)

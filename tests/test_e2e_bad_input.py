@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import SEED_INI, assert_refused, run, tree_digest
+from conftest import SEED_INI, assert_refused, run
 
 GOOD = open(SEED_INI).read()
 

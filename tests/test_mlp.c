@@ -173,8 +173,7 @@ static void check_conditioned(void)
     fm_mlp_work *w = fm_mlp_work_new(&m, N);
     fm_mlp_pack(w, &m, p);
     const float *out = fm_mlp_forward_cond(w, &m, p, x, t, 0.0f, y, N);
-    double *pd = to_double(p, m.nparams), ref[N * 2];
-    (void)ref;
+    double *pd = to_double(p, m.nparams);
     double s = 0;
     for (int k = 0; k < N * 2; k++) s += (double)r[k] * out[k];
     CHECK_NEAR(s, cond_loss_naive(&m, pd, x, t, y, r, N), 1e-4 * (1 + fabs(s)));
