@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+import fmunet
+
 
 def read_config(text):
     cp = configparser.ConfigParser(inline_comment_prefixes=(";",))
@@ -183,7 +185,7 @@ def _mlp_velocity(ck, x, t, y):
 
 
 # model.type -> its numpy forward (the executable specification of fmtrain's): one line per model.
-MODELS = {"mlp": _mlp_velocity}
+MODELS = {"mlp": _mlp_velocity, "unet": fmunet.velocity}
 
 
 class Mixture:

@@ -41,6 +41,8 @@ static const key_spec keys[] = {
     {"data", "file", T_TEXT, OFF(data_file), 0, 0, 0, 0, "", 0,
      "target = file: the dataset file (analysis/fm_data.py makes them; checked on resume by its fingerprint)"},
     {"data", "dim", T_INT, OFF(dim), 1, 1 << 24, 0, 0, "2", 1, "data dimension D (gmm_ring is 2-D; target = file: set from the file)"},
+    {"data", "shape", T_INTLIST, OFF(shape), 1, 1 << 24, 0, 0, "", 1,
+     "a row's shape, C,H,W for images (target = file: set from the file); empty: a vector of dim numbers"},
     {"data", "modes", T_INT, OFF(modes), 1, 100000, 0, 0, "11", 1, "mixture modes"},
     {"data", "radius", T_REAL, OFF(radius), 0, 1e6, 0, 0, "10", 1, "gmm_ring: radius of the circle of means"},
     {"data", "std", T_REAL, OFF(std), 1e-6, 1e6, 0, 0, "1", 1, "std of each mode (or of the gaussian target)"},
@@ -54,6 +56,10 @@ static const key_spec keys[] = {
     {"path", "sigma_min", T_REAL, OFF(sigma_min), 0, 1, 0, 0, "0", 1, "linear: beta = 1 - (1 - sigma_min) t"},
     {"model", "type", T_WORD, OFF(model_type), 0, 0, 0, fm_model_type_name, "mlp", 1, "the vector field's model"},
     {"model", "hidden", T_INTLIST, OFF(hidden), 1, 1 << 20, 0, 0, "1024,16", 1, "hidden widths, comma separated"},
+    {"model", "channels", T_INTLIST, OFF(channels), 1, 1 << 16, 0, 0, "32,64,128", 1,
+     "unet: channels c_0 .. c_{L-1} of its L levels (the image is halved L-1 times)"},
+    {"model", "res_blocks", T_INT, OFF(res_blocks), 1, 64, 0, 0, "2", 1, "unet: residual blocks per level"},
+    {"model", "groups", T_INT, OFF(groups), 1, 1 << 16, 0, 0, "8", 1, "unet: GroupNorm groups (dividing every channel count)"},
     {"model", "activation", T_WORD, OFF(activation), 0, 0, 0, fm_act_name, "silu", 1, "activation between layers"},
     {"model", "time_embed", T_WORD, OFF(time_embed), 0, 0, 0, fm_model_time_embed_name, "raw", 1,
      "how t enters: raw = concat(x, t); fourier = sqrt 2 [sin 2 pi w t, cos 2 pi w t], w learnt (t_dim / 2 of them)"},
@@ -237,21 +243,30 @@ static int set_value(fm_config *c, const key_spec *k, const char *raw, char *err
         }
         snprintf(field, FM_PATH_MAX, "%s", v);
         return 0;
-    case T_INTLIST: {
-        int *list = (int *)field, n = 0;
+    case T_INTLIST: { /* an empty default: the list may be empty */
+        fm_intlist *list = (fm_intlist *)field;
+        int n = 0;
         char *save = NULL;
+        const int may_be_empty = *k->def == '\0';
+        fm_intlist parsed;
+        memset(&parsed, 0, sizeof parsed); /* unused entries zero: configs compare with memcmp */
+        if (!*v && may_be_empty) {
+            *list = parsed;
+            return 0;
+        }
         int bad = (*v == '\0' || *v == ',' || v[strlen(v) - 1] == ',' || strstr(v, ",,") != NULL);
         for (char *tok = strtok_r(v, ",", &save); tok && !bad; tok = strtok_r(NULL, ",", &save)) {
             long x;
             if (n == FM_CONFIG_MAX_LIST - 1 || parse_long(&x, trim(tok)) || x < k->lo || x > k->hi) bad = 1;
-            else list[n++] = (int)x;
+            else parsed.v[n++] = (int)x;
         }
         if (bad || n == 0) {
-            fm_errorf(err, cap, "[%s] %s = '%s': allowed: 1 to %d comma-separated integers from 1 to %.0f",
-                      k->section, k->key, raw, FM_CONFIG_MAX_LIST - 1, k->hi);
+            fm_errorf(err, cap, "[%s] %s = '%s': allowed: %s1 to %d comma-separated integers from %.0f to %.0f",
+                      k->section, k->key, raw, may_be_empty ? "empty, or " : "", FM_CONFIG_MAX_LIST - 1, k->lo, k->hi);
             return -1;
         }
-        c->nhidden = n;
+        parsed.n = n;
+        *list = parsed;
         return 0;
     }
     default:
@@ -378,6 +393,8 @@ int fm_config_validate(const fm_config *c, char *err, int cap)
         if (fm_target_build(&t, c, NULL, err, cap)) return -1;
         fm_target_free(&t);
     }
+    /* A dataset's model is built once its shape is known (its images set data.shape). */
+    if (fm_target_needs_data(c) && c->shape.n == 0) return 0;
     fm_model m;
     if (fm_model_build(&m, c, err, cap)) return -1;
     fm_model_free(&m);
@@ -405,8 +422,9 @@ static void format_value(char *out, size_t cap, const fm_config *c, const key_sp
     case T_INTLIST: {
         size_t len = 0;
         out[0] = '\0';
-        for (int i = 0; i < c->nhidden && len < cap; i++)
-            len += (size_t)snprintf(out + len, cap - len, "%s%d", i ? "," : "", c->hidden[i]);
+        const fm_intlist *list = (const fm_intlist *)field;
+        for (int i = 0; i < list->n && len < cap; i++)
+            len += (size_t)snprintf(out + len, cap - len, "%s%d", i ? "," : "", list->v[i]);
         break;
     }
     default:

@@ -56,3 +56,10 @@ uint64_t fm_dataset_hash(const void *bytes, size_t len, uint64_t h)
     for (; i < len; i++) h = (h ^ p[i]) * 0x94D049BB133111EBull;
     return h ^ (h >> 29);
 }
+
+void fm_dataset_configure(fm_config *c, const fm_dataset *d)
+{
+    c->dim = d->dim;
+    c->shape.n = d->rank;
+    for (int k = 0; k < d->rank; k++) c->shape.v[k] = (int)d->shape[k];
+}

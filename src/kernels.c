@@ -72,6 +72,47 @@ FM_CLONES static void silu_backward(float *g, const float *pre, const float *sig
     for (size_t i = 0; i < n; i++) g[i] *= sig[i] * (1.0f + pre[i] * (1.0f - sig[i]));
 }
 
+FM_CLONES void fm_kern_silu(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + exp_fast(-x[i]));
+}
+
+FM_CLONES void fm_kern_silu_sums(float *y, double *sum, double *sumsq, const float *x, size_t n)
+{
+    float a[16] = {0}, b[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) {
+            const float v = x[i + k] / (1.0f + exp_fast(-x[i + k]));
+            y[i + k] = v;
+            a[k] += v;
+            b[k] += v * v;
+        }
+    double s = 0.0, s2 = 0.0;
+    for (; i < n; i++) {
+        y[i] = x[i] / (1.0f + exp_fast(-x[i]));
+        s += y[i], s2 += (double)y[i] * y[i];
+    }
+    for (int k = 0; k < 16; k++) s += a[k], s2 += b[k];
+    *sum = s;
+    *sumsq = s2;
+}
+
+FM_CLONES void fm_kern_silu_grad(float *out, const float *base, const float *g, const float *x, size_t n)
+{
+    if (base) {
+        for (size_t i = 0; i < n; i++) {
+            const float s = 1.0f / (1.0f + exp_fast(-x[i]));
+            out[i] = base[i] + g[i] * s * (1.0f + x[i] * (1.0f - s));
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const float s = 1.0f / (1.0f + exp_fast(-x[i]));
+            out[i] = g[i] * s * (1.0f + x[i] * (1.0f - s));
+        }
+    }
+}
+
 FM_CLONES static void tanh_forward(float *post, const float *pre, size_t n)
 {
     /* tanh x = 1 - 2 / (exp(2x) + 1): exact at both ends, absolute error ~1e-7 near 0 */

@@ -303,9 +303,9 @@ static int mlp_build(fm_model *model, const fm_config *c, char *err, int cap)
     fm_mlp *m = fm_calloc(sizeof *m);
     model->impl = m;
     const int act = fm_names_find(fm_act_name, c->activation);
-    if (act < 0 || fm_mlp_shape(m, (int)c->dim, c->hidden, (int)c->nhidden, (fm_act)act)) {
+    if (act < 0 || fm_mlp_shape(m, (int)c->dim, c->hidden.v, c->hidden.n, (fm_act)act)) {
         fm_errorf(err, cap, "[model] hidden = %d layers, activation = %s: not an MLP for data.dim = %ld",
-                  (int)c->nhidden, c->activation, c->dim);
+                  c->hidden.n, c->activation, c->dim);
         return -1;
     }
     const int fourier = fm_names_find(fm_model_time_embed_name, c->time_embed) == 1;
@@ -360,7 +360,11 @@ static void mlp_describe(char *out, int cap, const fm_model *model)
     if (m->classes > 0 && len < cap) snprintf(out + len, (size_t)(cap - len), ", %d classes y %d", m->classes, m->y_cols);
 }
 
-static void *mlp_work_new(const fm_model *model, int cap) { return fm_mlp_work_new(model->impl, cap); }
+static void *mlp_work_new(const fm_model *model, int cap, int backward)
+{
+    (void)backward; /* its activations are one set per cap samples either way */
+    return fm_mlp_work_new(model->impl, cap);
+}
 static void mlp_work_free(void *w) { fm_mlp_work_free(w); }
 static void mlp_prepare(void *w, const fm_model *model, const float *params) { fm_mlp_pack(w, model->impl, params); }
 

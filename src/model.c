@@ -7,10 +7,12 @@
 #include "fm/error.h"
 #include "fm/mlp.h"
 #include "fm/names.h"
+#include "fm/unet.h"
 
 /* The registry: one line per model. */
 static const fm_model_ops *const models[] = {
     &fm_mlp_ops,
+    &fm_unet_ops,
 };
 #define NMODELS ((int)(sizeof models / sizeof models[0]))
 
@@ -62,12 +64,13 @@ size_t fm_model_add_tensor(fm_model *m, const char *name, int rank, const uint64
     return t->offset;
 }
 
-fm_model_work *fm_model_work_new(const fm_model *m, int cap)
+fm_model_work *fm_model_work_new(const fm_model *m, int cap, int backward)
 {
     fm_model_work *w = fm_calloc(sizeof *w);
     w->model = m;
     w->cap = cap;
-    w->impl = m->ops->work_new(m, cap);
+    w->backward = backward;
+    w->impl = m->ops->work_new(m, cap, backward);
     w->version = 1; /* never prepared yet */
     return w;
 }
@@ -100,5 +103,6 @@ const float *fm_model_forward(fm_model_work *w, const float *params, const fm_mo
 void fm_model_backward(float *grad, fm_model_work *w, const float *params, const float *dout, int n,
                        fm_model_grad_done done, void *ctx)
 {
+    FM_CHECK(w->backward, "the backward of %s on work made for forwards only", w->model->ops->name);
     w->model->ops->backward(grad, w->impl, w->model, params, dout, n, done, ctx);
 }

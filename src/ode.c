@@ -12,7 +12,7 @@ fm_ode_work *fm_ode_work_new(const fm_model *m, int cap)
     const size_t len = (size_t)cap * m->dim;
     w->cap = cap;
     w->dim = m->dim;
-    w->model = fm_model_work_new(m, cap);
+    w->model = fm_model_work_new(m, cap, 0);
     w->y_none = fm_malloc(sizeof(int) * (size_t)cap);
     for (int i = 0; i < cap; i++) w->y_none[i] = m->classes;
     w->xs = fm_malloc(sizeof(float) * len);

@@ -59,7 +59,7 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
     tr->dout = fm_malloc(sizeof(float) * mb * D);
     tr->y = fm_malloc(sizeof(int) * mb);
     tr->drop = fm_malloc(sizeof(float) * mb);
-    tr->work = fm_model_work_new(&tr->model, tr->mb);
+    tr->work = fm_model_work_new(&tr->model, tr->mb, 1);
     /* Every rank must make the same collective calls, so overlap needs every shard non-empty. */
     tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P;
     return tr;
@@ -206,7 +206,11 @@ static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const ch
     fm_ckpt c = {0};
     if (fm_comm_rank() == 0) {
         char diff[1024];
-        if (fm_ckpt_read(&c, path, err, cap)) {
+        const int read = fm_ckpt_read(&c, path, err, cap);
+        /* A checkpoint from before data.shape (its config has none) was trained on these very rows
+         * when its fingerprint matches: it takes the run's shape. */
+        if (read == 0 && c.cfg.shape.n == 0) c.cfg.shape = tr->cfg.shape;
+        if (read) {
             ok = 0;
         } else if (c.data_fingerprint != tr->target.fingerprint) {
             fm_errorf(err, cap, "cannot resume %s: it was trained on %s; this run's data is %s (start a new run with "
@@ -265,8 +269,8 @@ static int checkpoint(const fm_trainer *tr, const fm_history *hist, const char *
     return fm_ckpt_keep(cfg->dir, tr->step, keep, err, cap);
 }
 
-/* Collective: the dataset of a file target, in memory once per node; the run's data.dim is the
- * file's, and its model is checked again with it. 0, or -1 after rank 0 said why. */
+/* Collective: the dataset of a file target, in memory once per node; the run's data.dim and
+ * data.shape are the file's, and its model is checked again with them. 0, or -1 after rank 0 said why. */
 static int load_data(fm_data *data, fm_config *cfg)
 {
     char err[FM_PATH_MAX + 512];
@@ -274,7 +278,7 @@ static int load_data(fm_data *data, fm_config *cfg)
         fail_all(err);
         return -1;
     }
-    cfg->dim = data->data.dim;
+    fm_dataset_configure(cfg, &data->data);
     const int K = data->data.classes;
     if (cfg->model_classes > 0 && K == 0)
         fm_errorf(err, sizeof err, "[model] classes = %ld needs labels: %s has no /y", cfg->model_classes,
@@ -335,13 +339,15 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
     if (status) goto done;
 
     if (rank == 0) {
+        char shape[256];
+        tr->model.ops->describe(shape, sizeof shape, &tr->model);
         /* Room for every row this run records: no allocation inside the step loop. */
         fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every) +
                                       (cfg->eval_every ? (size_t)(cfg->steps / cfg->eval_every) : 0));
         printf("fmtrain %s (%s, kernels %s): %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
-               "%zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(), fm_kern_isa(), P, P > 1 ? "s" : "", cfg->threads,
-               cfg->threads > 1 ? "s" : "", cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb,
-               tr->overlap ? "on" : "off", tr->model.nparams, tr->step, cfg->steps);
+               "%s %s, %zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(), fm_kern_isa(), P, P > 1 ? "s" : "",
+               cfg->threads, cfg->threads > 1 ? "s" : "", cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb,
+               tr->overlap ? "on" : "off", tr->model.ops->name, shape, tr->model.nparams, tr->step, cfg->steps);
         printf("---- effective config ----\n%s--------------------------\n", config_text);
         fflush(stdout);
     }

@@ -118,7 +118,7 @@ int main(int argc, char **argv)
     fm_data data = {0}; /* a dataset file's rows, once per node */
     if (fm_target_needs_data(&cfg)) {
         if (fm_data_load(&data, cfg.data_file, err, sizeof err)) FM_FATAL("%s", err);
-        cfg.dim = data.data.dim;
+        fm_dataset_configure(&cfg, &data.data);
     }
     fm_trainer *tr = fm_trainer_new(&cfg, data.mem ? &data.data : NULL);
     if (checkpoint) {
@@ -188,8 +188,8 @@ int main(int argc, char **argv)
         printf(", batch %ld, microbatch %ld, overlap %s, %s weights\n", cfg.batch, cfg.microbatch,
                tr->overlap ? "on" : "off", checkpoint ? "trained" : "fresh");
         printf("  sgemm peak (1 thread, %dx%d)   %8.1f GFLOP/s\n", 1536, 1536, peak);
-        printf("  step FLOPs                      %8.1f MFLOP (FLOP time at %d x peak: %.3f ms)\n", step_flops / 1e6, P,
-               step_flops / limit / 1e6);
+        printf("  step FLOPs                      %8.1f MFLOP (FLOP time at %d x peak: %.3f ms); per sample "
+               "forward %.3f, backward %.3f MFLOP\n", step_flops / 1e6, P, step_flops / limit / 1e6, fwd / 1e6, bwd / 1e6);
         printf("  step time (median of %d)        %8.3f ms  = %.1f GFLOP/s, %.0f%% of %d x peak\n", steps, med[0] * 1e3,
                gflops, 100 * gflops / limit, P);
         printf("    draw %.3f  forward %.3f  backward %.3f  all-reduce %.3f  optimiser %.3f ms\n", med[1] * 1e3,
@@ -205,7 +205,7 @@ int main(int argc, char **argv)
             fprintf(f, "{\"ranks\": %d, \"threads\": %ld, \"batch\": %ld, \"microbatch\": %ld, \"overlap\": %d, "
                     "\"model\": \"%s %s\", \"trained_step\": %ld, \"hidden\": \"", P, cfg.threads, cfg.batch,
                     cfg.microbatch, tr->overlap, tr->model.ops->name, shape, step0);
-            for (int l = 0; l < cfg.nhidden; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden[l]);
+            for (int l = 0; l < cfg.hidden.n; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden.v[l]);
             fprintf(f, "\", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
                     "\"fraction_of_peak\": %.4f, \"draw_ms\": %.4f, \"forward_ms\": %.4f, \"backward_ms\": %.4f, "
                     "\"allreduce_ms\": %.4f, \"optim_ms\": %.4f, \"samples_per_s\": %.1f, \"sampler_n\": %ld, "

@@ -9,14 +9,20 @@
 #   training time from fmtrain's log, and the step and the sampler of the model it trained
 #   (fmbench --checkpoint) on 1 and P ranks beside the fresh model's.
 # Prints a table and writes JSON. Not a test: nothing here passes or fails on speed.
+#   bash tests/bench.sh --unet [-r REPEATS] [-o bench-unet.json]
+# instead measures the U-Net of jobs/fashion-unet.ini (training images/s at batch 64, and forward
+# evaluations/s of the sampler, unguided) on 1 and $(nproc) ranks, beside PyTorch on the same
+# network, batch and one thread (tests/bench_torch_unet.py, when python3-torch is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=3
 out=bench.json
+unet=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) repeats="$2"; shift 2 ;;
     -o) out="$2"; shift 2 ;;
+    --unet) unet=1; [ "$out" = bench.json ] && out=bench-unet.json; shift ;;
     --) shift; break ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -46,6 +52,59 @@ seed_job() { # ranks: the seed job end to end; its checkpoint is the trained mod
     --train.checkpoint_every=0 --train.log_every=1000 > "$d.log"
   awk -v np="$np" '/^trained to step/ {printf "{\"ranks\": %d, \"seed_job_s\": %s}\n", np, $6}' "$d.log" > "$tmp/seedjob$np.$r.json"
 }
+if [ "$unet" = 1 ]; then
+  data=data/fashion-mnist.h5
+  if [ ! -f "$data" ]; then
+    bash jobs/install-deps.sh --data
+    /usr/bin/python3 analysis/fm_data.py fashion "$data"
+  fi
+  u=(-c jobs/fashion-unet.ini --data.file="$data" --train.batch=64 --steps 10 --warmup 2
+     --sample-n 256 --sample.steps=4 --sample.guidance=1 --sample.batch=32)
+  echo "fmbench (U-Net) on $P cores, $repeats runs each:" >&2
+  for r in $(seq "$repeats"); do
+    echo "  1 rank, $P ranks ($r/$repeats)" >&2
+    "${mpi[@]}" -np 1 build/tests/fmbench "${u[@]}" --json "$tmp/unet1.$r.json" > /dev/null
+    "${mpi[@]}" -np "$P" build/tests/fmbench "${u[@]}" --json "$tmp/unet$P.$r.json" > /dev/null
+  done
+  if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    echo "  PyTorch reference (tests/bench_torch_unet.py)" >&2
+    OMP_NUM_THREADS=1 /usr/bin/python3 tests/bench_torch_unet.py --batch 64 --steps 10 --json "$tmp/torch.json" >/dev/null
+  fi
+  /usr/bin/python3 - "$tmp" "$out" "$P" <<'PY'
+import glob, json, statistics, sys
+tmp, out, P = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = {}
+for f in glob.glob(f"{tmp}/unet*.json"):
+    r = json.load(open(f))
+    runs.setdefault(r["ranks"], []).append(r)
+med = {p: {k: statistics.median(x[k] for x in rs) for k in rs[0] if isinstance(rs[0][k], (int, float))}
+       for p, rs in runs.items()}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+one = med[1]
+print(f"CPU: {cpu}, {P} cores; sgemm peak 1 thread {one['sgemm_peak_gflops']:.1f} GFLOP/s; "
+      f"U-Net {one['step_mflop'] / one['batch'] / 3:.0f} MFLOP a forward per image (about; step / batch / 3)")
+torch = None
+try:
+    torch = json.load(open(f"{tmp}/torch.json"))
+except FileNotFoundError:
+    pass
+print("| | ranks | training images/s | per core | of peak | sampler forwards/s | per core | of peak | peak RSS MB |")
+print("|---|---|---|---|---|---|---|---|---|")
+for p in sorted(med):
+    r = med[p]
+    fw = r["trajectory_steps_per_s"]
+    print(f"| fmtrain | {p} | {r['samples_per_s']:.1f} | {r['samples_per_s'] / p:.1f} | {100 * r['fraction_of_peak']:.0f}% | "
+          f"{fw:.1f} | {fw / p:.1f} | {100 * r['sampler_fraction_of_peak']:.0f}% | {r['peak_rss_mb']:.0f} |")
+if torch:
+    print(f"| PyTorch {torch['torch']} | 1 thread | {torch['train_images_per_s']:.1f} | {torch['train_images_per_s']:.1f} | | "
+          f"{torch['forward_images_per_s']:.1f} | {torch['forward_images_per_s']:.1f} | | |")
+    print(f"per core, fmtrain / PyTorch: training {one['samples_per_s'] / torch['train_images_per_s']:.2f}x, "
+          f"sampling {one['trajectory_steps_per_s'] / torch['forward_images_per_s']:.2f}x")
+json.dump({"cpu": cpu, "runs": {str(p): r for p, r in med.items()}, "pytorch": torch}, open(out, "w"), indent=2)
+print(f"JSON: {out}")
+PY
+  exit 0
+fi
 echo "fmbench on $P cores, $repeats runs each:" >&2
 # Repeats outermost: a noisy minute on a shared machine then touches every setting alike rather
 # than all the runs of one (the ratios between settings are what the scaling figures use).

@@ -23,7 +23,7 @@ int main(void)
     char err[512];
     fm_config_defaults(&c);
     /* Defaults are the seed experiment's. */
-    CHECK(c.steps == 5000 && c.batch == 1000 && c.nhidden == 2 && c.hidden[0] == 1024 && c.hidden[1] == 16,
+    CHECK(c.steps == 5000 && c.batch == 1000 && c.hidden.n == 2 && c.hidden.v[0] == 1024 && c.hidden.v[1] == 16,
           "defaults");
     CHECK(strcmp(c.schedule, "sqrt") == 0 && c.eps == 1e-4 && c.lr == 1e-3 && c.sample_steps == 299, "defaults");
 
@@ -31,7 +31,12 @@ int main(void)
                       "activation = tanh\n[optim]\nlr = 2.5e-4\n[output]\ndir = /tmp/some dir\n";
     CHECK(fm_config_load_string(&c, ini, "x.ini", err, sizeof err) == 0, "%s", err);
     CHECK(c.steps == 30 && c.batch == 64 && c.lr == 2.5e-4, "values: %ld %ld %g", c.steps, c.batch, c.lr);
-    CHECK(c.nhidden == 3 && c.hidden[0] == 8 && c.hidden[1] == 4 && c.hidden[2] == 2, "hidden list");
+    CHECK(c.hidden.n == 3 && c.hidden.v[0] == 8 && c.hidden.v[1] == 4 && c.hidden.v[2] == 2, "hidden list");
+    /* lists of their own: the U-Net's channels, the data's shape (may be empty: a vector) */
+    CHECK(c.channels.n == 3 && c.channels.v[2] == 128 && c.shape.n == 0, "channels and shape defaults");
+    CHECK(fm_config_set(&c, "data.shape", "1,28,28", err, sizeof err) == 0 && c.shape.n == 3 && c.shape.v[1] == 28 &&
+              c.hidden.n == 3 && fm_config_set(&c, "data.shape", "", err, sizeof err) == 0 && c.shape.n == 0,
+          "data.shape set and emptied: %s", err);
     CHECK(strcmp(c.activation, "tanh") == 0 && strcmp(c.dir, "/tmp/some dir") == 0, "words");
     /* Command-line overrides. */
     CHECK(fm_config_set(&c, "train.steps", "1e3", err, sizeof err) == 0 && c.steps == 1000, "%s", err);
@@ -49,7 +54,7 @@ int main(void)
     char diff[512];
     CHECK(memcmp(&c, &d, sizeof c) == 0, "dump does not round-trip:\n%s", dump);
     CHECK(fm_config_diff(diff, sizeof diff, &c, &d, 1) == 0, "%s", diff);
-    d.hidden[1] = 5;
+    d.hidden.v[1] = 5;
     d.seed = 9;
     d.steps = 77; /* may change on resume */
     CHECK(fm_config_diff(diff, sizeof diff, &c, &d, 1) == 2 && strstr(diff, "model.hidden (8,4,2 -> 8,5,2)") &&
@@ -72,6 +77,9 @@ int main(void)
     expect_error("[model]\nhidden = 64,0\n", "hidden = '64,0'", "from 1 to");
     expect_error("[model]\nhidden = \n", "hidden", "comma-separated");
     expect_error("[model]\nhidden = 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16\n", "hidden", "1 to 15");
+    expect_error("[model]\nchannels = 32,,64\n", "channels = '32,,64'", "comma-separated integers");
+    expect_error("[model]\nchannels = \n", "channels", "allowed: 1 to 15");
+    expect_error("[data]\nshape = 1,0,28\n", "shape = '1,0,28'", "allowed: empty, or 1 to 15");
     expect_error("[path]\nschedule = quadratic\n", "schedule = 'quadratic'", "allowed: sqrt linear cosine");
     expect_error("steps = 3\n", "outside any [section]", NULL);
     expect_error("[train]\njust words\n", "x.ini:2:", "key = value");

@@ -116,6 +116,20 @@ def test_same_run_on_1_2_4_ranks(moons, tmp_path):
         assert "file = " + str(moons) in f.attrs["config"] and "dim = 2" in f.attrs["config"]
 
 
+def test_checkpoint_from_before_data_shape_resumes(moons, tmp_path):
+    """A dataset checkpoint written before data.shape existed (its stored config has no such key)
+    resumes, and the resumed checkpoint records the shape."""
+    _train(moons, tmp_path / "r", 10, np_=2)
+    with h5py.File(tmp_path / "r" / "checkpoint.h5", "r+") as f:
+        cfg = f.attrs["config"]
+        assert "shape = 2\n" in cfg
+        f.attrs["config"] = cfg.replace("shape = 2\n", "")
+    r = _train(moons, tmp_path / "r", 20, np_=2)
+    assert "at step 10" in r.stdout
+    with h5py.File(tmp_path / "r" / "checkpoint.h5") as f:
+        assert f.attrs["step"] == 20 and "shape = 2\n" in f.attrs["config"]
+
+
 def test_validation_draws_are_fixed(moons, tmp_path):
     """Parameters that do not move (lr 0) give the same validation loss at every evaluation, and it
     is not the training loss (another batch each step)."""

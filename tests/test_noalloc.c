@@ -11,6 +11,7 @@
 #include "check.h"
 #include "fm/comm.h"
 #include "fm/config.h"
+#include "fm/conv.h"
 #include "fm/error.h"
 #include "fm/train.h"
 
@@ -75,6 +76,26 @@ int main(int argc, char **argv)
     CHECK(own == 0, "fm's code allocated %ld times in 20 steps", own);
     if (fm_comm_size() == 1) CHECK(allocations == 0, "%ld allocations in 20 steps on one rank", allocations);
     else printf("rank %d: %ld allocations inside MPI in 20 steps\n", fm_comm_rank(), allocations);
+    fm_trainer_free(tr);
+    /* The U-Net (on 8 x 8 images of a Gaussian target), with its direct convolutions and with
+     * im2col and sgemm. */
+    const char *unet[][2] = {{"model.type", "unet"}, {"data.target", "gaussian"}, {"data.dim", "64"},
+                             {"data.shape", "1,8,8"}, {"model.channels", "16,32"}, {"model.time_embed", "fourier"},
+                             {"train.batch", "12"}, {"train.microbatch", "4"}};
+    for (int k = 0; k < 8; k++) CHECK(fm_config_set(&cfg, unet[k][0], unet[k][1], err, sizeof err) == 0, "%s", err);
+    for (int direct = 0; direct < 2; direct++) {
+        fm_conv_set_direct(direct);
+        tr = fm_trainer_new(&cfg, NULL);
+        for (int s = 0; s < 2; s++) fm_trainer_step(tr, NULL);
+        allocations = own = 0;
+        counting = 1;
+        for (int s = 0; s < 5; s++) fm_trainer_step(tr, NULL);
+        counting = 0;
+        CHECK(own == 0, "fm's code allocated %ld times in 5 U-Net steps (direct %d)", own, direct);
+        if (fm_comm_size() == 1) CHECK(allocations == 0, "%ld allocations in 5 U-Net steps", allocations);
+        fm_trainer_free(tr);
+    }
+    fm_conv_set_direct(-1);
     /* The check can fail: an allocation by fm's code while counting is seen as its own. */
     allocations = own = 0;
     counting = 1;
@@ -82,7 +103,6 @@ int main(int argc, char **argv)
     counting = 0;
     CHECK(own == 1 && allocations == 1, "the counter missed fm's malloc");
     free(p);
-    fm_trainer_free(tr);
     int failed = check_report(fm_comm_rank() == 0 ? "test_noalloc" : "test_noalloc (other rank)");
     fm_comm_exit(failed);
 }

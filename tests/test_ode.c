@@ -41,7 +41,11 @@ static int toy_build(fm_model *m, const fm_config *c, char *err, int cap)
     return 0;
 }
 static void toy_free(void *impl) { (void)impl; }
-static void *toy_work_new(const fm_model *m, int cap) { (void)m, (void)cap; return calloc(1, sizeof(toy_work)); }
+static void *toy_work_new(const fm_model *m, int cap, int backward)
+{
+    (void)m, (void)cap, (void)backward;
+    return calloc(1, sizeof(toy_work));
+}
 static void toy_prepare(void *w, const fm_model *m, const float *params) { (void)w, (void)m, (void)params; }
 static const float *toy_forward(void *w, const fm_model *m, const float *params, const fm_model_in *in)
 {

@@ -8,19 +8,27 @@
 #define FM_PATH_MAX 1024
 #define FM_CONFIG_MAX_LIST 16 /* entries of a list key, plus one */
 
+/* A list key's values (model.hidden, model.channels, data.shape). */
+typedef struct {
+    int n;
+    int v[FM_CONFIG_MAX_LIST - 1];
+} fm_intlist;
+
 typedef struct {
     /* [data] */
     char target[FM_NAME_MAX]; /* a name of fm_target_name */
     char data_file[FM_PATH_MAX]; /* target = file: the dataset */
     long dim, modes, mean_seed;
+    fm_intlist shape; /* a row's shape: [C, H, W] for images (target = file: set from the file); empty: [dim] */
     double radius, std, x_offset, scale, source_std;
     /* [path] */
     char schedule[FM_NAME_MAX];
     double eps, sigma_min;
     /* [model] */
     char model_type[FM_NAME_MAX]; /* a name of fm_model_type_name */
-    int hidden[FM_CONFIG_MAX_LIST];
-    long nhidden;
+    fm_intlist hidden;   /* mlp */
+    fm_intlist channels; /* unet: c_0 .. c_{L-1} */
+    long res_blocks, groups;
     char activation[FM_NAME_MAX], time_embed[FM_NAME_MAX];
     long t_dim, model_classes, y_dim;
     /* [optim] */

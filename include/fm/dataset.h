@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fm/config.h"
+
 #define FM_DATASET_RANK 4
 
 typedef enum { FM_DTYPE_U8 = 0, FM_DTYPE_F32 = 1, FM_DTYPE_F64 = 2, FM_DTYPE_COUNT } fm_dtype;
@@ -38,6 +40,9 @@ typedef struct {
 
 /* Rows rows[0..n) converted to [-1, 1] floats: out[i] is row rows[i]. */
 void fm_dataset_rows(float *out /* [n, dim] */, const fm_dataset *d, const uint64_t *rows /* [n] */, int n);
+
+/* data.dim and data.shape of a run on d: its rows' size and shape. */
+void fm_dataset_configure(fm_config *c, const fm_dataset *d);
 
 /* A 64-bit fingerprint of bytes (not cryptographic: it tells datasets apart). */
 uint64_t fm_dataset_hash(const void *bytes, size_t len, uint64_t h);

@@ -24,6 +24,16 @@ void fm_kern_bias_act(float *pre /* [n, out] ld */, float *post /* [n, out] ld *
 void fm_kern_act_backward(float *g /* [n] */, const float *pre /* [n] */, const float *post /* [n] */,
                           const float *aux /* [n] */, size_t n, fm_act act);
 
+/* y = silu(x) = x sigmoid(x), with nothing kept for the backward (the U-Net's activations). */
+void fm_kern_silu(float *y /* [n] */, const float *x /* [n] */, size_t n);
+
+/* The same, and the sum and the sum of squares of y (for the normalisation that follows). */
+void fm_kern_silu_sums(float *y /* [n] */, double *sum, double *sumsq, const float *x /* [n] */, size_t n);
+
+/* out = base + g silu'(x) (base NULL: 0), the sigmoid made again from x; out may be g. */
+void fm_kern_silu_grad(float *out /* [n] */, const float *base /* [n] */, const float *g /* [n] */,
+                       const float *x /* [n] */, size_t n);
+
 /* Threads of the BLAS behind the wide layers' products (one per rank by default: the MPI
  * convention). */
 void fm_kern_blas_threads(int threads);

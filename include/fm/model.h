@@ -40,8 +40,9 @@ typedef struct {
     void (*flops)(double *fwd, double *bwd, const fm_model *m);
     /* The shape in one line, e.g. "3-1024-16-2". */
     void (*describe)(char *out, int cap, const fm_model *m);
-    /* Activations and scratch for up to cap samples. */
-    void *(*work_new)(const fm_model *m, int cap);
+    /* Activations and scratch for up to cap samples; backward = 0: forwards only (a sampler's:
+     * nothing kept for a backward). */
+    void *(*work_new)(const fm_model *m, int cap, int backward);
     void (*work_free)(void *work);
     /* Copies what the forward reads of params into its own layouts. */
     void (*prepare)(void *work, const fm_model *m, const float *params);
@@ -81,11 +82,11 @@ size_t fm_model_add_tensor(fm_model *m, const char *name, int rank, const uint64
 typedef struct {
     const fm_model *model;
     void *impl;
-    int cap;
+    int cap, backward;
     uint64_t version, prepared;
 } fm_model_work;
 
-fm_model_work *fm_model_work_new(const fm_model *m, int cap);
+fm_model_work *fm_model_work_new(const fm_model *m, int cap, int backward);
 void fm_model_work_free(fm_model_work *w);
 void fm_model_changed(fm_model_work *w);
 void fm_model_prepare(fm_model_work *w, const float *params);
