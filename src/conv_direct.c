@@ -185,31 +185,30 @@ void fm_conv_direct(float *y, float *xpad, const fm_conv *c, const float *x, con
 
 size_t fm_conv_wgrad_size(const fm_conv *c, int n) { return (size_t)blocks16(c->cout) * 16 * n * c->h * c->w; }
 
-/* dW for CI input channels at once: CI x 9 vectors of 16 output channels in registers, one
- * vector of dy per pixel (dyt: [pixels, 16] of this block) times CI x 9 input pixels. */
+/* dW for CI input channels at once, over one image: CI x 9 vectors of 16 output channels in
+ * registers, one vector of dy per pixel (dyt: [h w, 16] of this block) times CI x 9 input pixels
+ * (xpad: the image's bordered plane of the first channel). */
 #define WGRAD(CI)                                                                                                 \
     FM_CLONES static void wgrad_##CI(float *acc_out /* [CI, 9, 16] */, const float *dyt, const float *xpad,       \
-                                     size_t cstride, int n, int h, int w)                                          \
+                                     size_t cstride, int h, int w)                                                 \
     {                                                                                                             \
         v16 acc[CI][9];                                                                                           \
         for (int q = 0; q < CI; q++)                                                                              \
             for (int t = 0; t < 9; t++) acc[q][t] = (v16){0};                                                     \
         const int wp2 = w + 2;                                                                                    \
-        const size_t pplane = (size_t)(h + 2) * wp2;                                                              \
-        for (int i = 0; i < n; i++)                                                                               \
-            for (int oy = 0; oy < h; oy++) {                                                                      \
-                const float *xr = xpad + (size_t)i * pplane + (size_t)oy * wp2;                                   \
-                const v16u *d = (const v16u *)(dyt + ((size_t)i * h * w + (size_t)oy * w) * 16);                  \
-                for (int ox = 0; ox < w; ox++) {                                                                  \
-                    const v16 dv = d[ox];                                                                         \
-                    _Pragma("GCC unroll 4") for (int q = 0; q < CI; q++) {                                       \
-                        const float *xq = xr + q * cstride + ox;                                                  \
-                        _Pragma("GCC unroll 3") for (int ky = 0; ky < 3; ky++)                                    \
-                            _Pragma("GCC unroll 3") for (int kx = 0; kx < 3; kx++)                                \
-                                acc[q][ky * 3 + kx] += dv * xq[ky * wp2 + kx];                                    \
-                    }                                                                                             \
+        for (int oy = 0; oy < h; oy++) {                                                                          \
+            const float *xr = xpad + (size_t)oy * wp2;                                                            \
+            const v16u *d = (const v16u *)(dyt + (size_t)oy * w * 16);                                            \
+            for (int ox = 0; ox < w; ox++) {                                                                      \
+                const v16 dv = d[ox];                                                                             \
+                _Pragma("GCC unroll 4") for (int q = 0; q < CI; q++) {                                           \
+                    const float *xq = xr + q * cstride + ox;                                                      \
+                    _Pragma("GCC unroll 3") for (int ky = 0; ky < 3; ky++)                                        \
+                        _Pragma("GCC unroll 3") for (int kx = 0; kx < 3; kx++)                                    \
+                            acc[q][ky * 3 + kx] += dv * xq[ky * wp2 + kx];                                        \
                 }                                                                                                 \
             }                                                                                                     \
+        }                                                                                                         \
         memcpy(acc_out, acc, sizeof acc);                                                                         \
     }
 
@@ -223,7 +222,7 @@ void fm_conv_direct_wgrad(float *dW, float *db, float *dyt, float *xpad, const f
     const size_t hw = (size_t)h * w, npix = (size_t)n * hw;
     pad_input(xpad, x, cin, n, h, w);
     /* dy [cout, n, hw] -> [cout / 16, n hw, 16], and the bias gradient */
-    memset(dyt, 0, sizeof(float) * fm_conv_wgrad_size(c, n));
+    if (cout % 16) memset(dyt, 0, sizeof(float) * fm_conv_wgrad_size(c, n)); /* the last block's unused lanes */
     for (int co = 0; co < cout; co++) {
         const float *src = dy + (size_t)co * npix;
         float *dst = dyt + (size_t)(co / 16) * npix * 16 + co % 16;
@@ -243,8 +242,8 @@ void fm_conv_direct_wgrad(float *dW, float *db, float *dyt, float *xpad, const f
             for (int ci = 0; ci < cin;) {
                 const int q = cin - ci >= 2 ? 2 : 1;
                 const float *xi = xpad + (size_t)ci * cstride + (size_t)i * pplane;
-                if (q == 2) wgrad_2(acc, d, xi, cstride, 1, h, w);
-                else wgrad_1(acc, d, xi, cstride, 1, h, w);
+                if (q == 2) wgrad_2(acc, d, xi, cstride, h, w);
+                else wgrad_1(acc, d, xi, cstride, h, w);
                 for (int a = 0; a < q; a++)
                     for (int t = 0; t < 9; t++)
                         for (int k = 0; k < kout; k++)

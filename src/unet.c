@@ -47,9 +47,10 @@ typedef struct {
     int nrules;
 } fm_unet;
 
-static block *enc_block(const fm_unet *u, int l, int b) { return &u->blocks[l * u->R + b]; }
-static block *mid_block(const fm_unet *u, int b) { return &u->blocks[(u->L - 1) * u->R + b]; }
-static block *dec_block(const fm_unet *u, int k, int b) { return &u->blocks[(u->L + k) * u->R + b]; }
+/* The index of the first of the R blocks of encoder level l, of the middle, of decoder k. */
+static int enc_first(const fm_unet *u, int l) { return l * u->R; }
+static int mid_first(const fm_unet *u) { return (u->L - 1) * u->R; }
+static int dec_first(const fm_unet *u, int k) { return (u->L + k) * u->R; }
 
 /* Tensor base/leaf, filled by init as kind says. */
 static size_t add(fm_model *m, fm_unet *u, const char *base, const char *leaf, int rank, const uint64_t *shape,
@@ -172,14 +173,14 @@ static int unet_build(fm_model *model, const fm_config *c, char *err, int cap)
     for (int l = 0; l < u->L - 1; l++) {
         for (int b = 0; b < u->R; b++) {
             snprintf(path, sizeof path, "enc/%d/%d", l, b);
-            add_block(enc_block(u, l, b), model, u, path, u->ch[l], u->h[l], u->w[l]);
+            add_block(&u->blocks[enc_first(u, l) + b], model, u, path, u->ch[l], u->h[l], u->w[l]);
         }
         snprintf(path, sizeof path, "down/%d", l);
         add_conv(&u->down[l], model, u, path, u->ch[l], u->ch[l + 1], u->h[l], u->w[l], 2);
     }
     for (int b = 0; b < u->R; b++) {
         snprintf(path, sizeof path, "mid/%d", b);
-        add_block(mid_block(u, b), model, u, path, u->ch[u->L - 1], u->h[u->L - 1], u->w[u->L - 1]);
+        add_block(&u->blocks[mid_first(u) + b], model, u, path, u->ch[u->L - 1], u->h[u->L - 1], u->w[u->L - 1]);
     }
     for (int k = 0; k < u->L - 1; k++) {
         const int l = u->L - 2 - k;
@@ -187,7 +188,7 @@ static int unet_build(fm_model *model, const fm_config *c, char *err, int cap)
         add_conv(&u->up[k], model, u, path, u->ch[l + 1], u->ch[l], u->h[l], u->w[l], 1);
         for (int b = 0; b < u->R; b++) {
             snprintf(path, sizeof path, "dec/%d/%d", k, b);
-            add_block(dec_block(u, k, b), model, u, path, u->ch[l], u->h[l], u->w[l]);
+            add_block(&u->blocks[dec_first(u, k) + b], model, u, path, u->ch[l], u->h[l], u->w[l]);
         }
     }
     add_conv(&u->final, model, u, "final", u->ch[0], u->C, u->H, u->W, 1);
@@ -422,14 +423,6 @@ static void unet_prepare(void *impl, const fm_model *m, const float *params)
 
 /* ---- element-wise pieces ---- */
 
-static void silu(float *y, const float *x, size_t n) { fm_kern_silu(y, x, n); }
-
-/* out = (base +) g silu'(x); base may be NULL. */
-static void silu_backward(float *out, const float *base, const float *g, const float *x, size_t n)
-{
-    fm_kern_silu_grad(out, base, g, x, n);
-}
-
 /* y[n, out] = x[n, in] W^T + b (the Linear of PyTorch). Plain loops: these products are a few
  * thousand FLOPs, where sgemm's small-matrix path allocates at every call. */
 static void linear_forward(float *restrict y, const linear *li, const float *params, const float *restrict x, int n)
@@ -467,7 +460,7 @@ static void adapter_forward(float *pre, float *post, float *out, const linear *a
                             int n)
 {
     linear_forward(pre, &a[0], params, e, n);
-    silu(post, pre, (size_t)n * a[0].out);
+    fm_kern_silu(post, pre, (size_t)n * a[0].out);
     linear_forward(out, &a[1], params, post, n);
 }
 
@@ -476,7 +469,7 @@ static void adapter_backward(float *grad, float *de, float *dpost, const linear 
 {
     memset(dpost, 0, sizeof(float) * (size_t)n * a[0].out);
     linear_backward(grad, dpost, &a[1], params, post, dout, n);
-    silu_backward(dpost, NULL, dpost, pre, (size_t)n * a[0].out);
+    fm_kern_silu_grad(dpost, NULL, dpost, pre, (size_t)n * a[0].out);
     linear_backward(grad, de, &a[0], params, e, dpost, n);
 }
 
@@ -565,7 +558,7 @@ static float *block_backward(float *grad, unet_work *w, const fm_unet *u, int k,
     const size_t sz = (size_t)b->c * n * b->hw;
     conv_backward(w, grad, s1, &b->c2, params, a->n2, dout, n);
     gnorm_backward(grad, s2, &b->n2, params, s1, a->a2, a->m2, a->r2, n, u->G);
-    silu_backward(s2, NULL, s2, a->h, sz); /* dL/dh */
+    fm_kern_silu_grad(s2, NULL, s2, a->h, sz); /* dL/dh */
     for (int i = 0; i < n; i++)
         for (int ch = 0; ch < b->c; ch++) {
             const float *p = s2 + ((size_t)ch * n + i) * b->hw;
@@ -577,8 +570,14 @@ static float *block_backward(float *grad, unet_work *w, const fm_unet *u, int k,
     if (u->classes > 0) adapter_backward(grad, w->dey, w->dpost, b->ya, params, A->ey, a->ypre, a->ypost, w->dsum, n);
     conv_backward(w, grad, s1, &b->c1, params, a->n1, s2, n);
     gnorm_backward(grad, s2, &b->n1, params, s1, a->a1, a->m1, a->r1, n, u->G);
-    silu_backward(s1, dout, s2, x, sz); /* the residual's dout plus the branch's */
+    fm_kern_silu_grad(s1, dout, s2, x, sz); /* the residual's dout plus the branch's */
     return s1;
+}
+
+/* The output of the last of the R blocks from first on. */
+static const float *last_out(const unet_work *w, const fm_unet *u, int first_block)
+{
+    return w->A->b[first_block + u->R - 1].out;
 }
 
 /* The forward of one chunk (in->n <= CHUNK images) into its rows out [n, C, HW]. */
@@ -608,23 +607,23 @@ static void forward_chunk(unet_work *w, const fm_unet *u, const float *params, c
             memcpy(A->xin + ((size_t)c * n + i) * HW, in->x + ((size_t)i * u->C + c) * HW, sizeof(float) * HW);
     conv_forward(w, A->y0, &u->init, params, A->xin, n, 1);
     gnorm_forward(w, A->g0, A->m0, A->r0, &u->init_n, params, A->y0, n, u->G);
-    silu(A->z0, A->g0, (size_t)u->ch[0] * n * HW);
+    fm_kern_silu(A->z0, A->g0, (size_t)u->ch[0] * n * HW);
     const float *cur = A->z0;
     for (int l = 0; l < u->L - 1; l++) {
-        for (int b = 0; b < u->R; b++) cur = block_forward(w, u, l * u->R + b, params, cur, n);
+        for (int b = 0; b < u->R; b++) cur = block_forward(w, u, enc_first(u, l) + b, params, cur, n);
         conv_forward(w, A->down[l], &u->down[l], params, cur, n, 1);
         cur = A->down[l];
     }
-    for (int b = 0; b < u->R; b++) cur = block_forward(w, u, (u->L - 1) * u->R + b, params, cur, n);
+    for (int b = 0; b < u->R; b++) cur = block_forward(w, u, mid_first(u) + b, params, cur, n);
     for (int k = 0; k < u->L - 1; k++) {
         const int l = u->L - 2 - k;
         const size_t sz = (size_t)u->ch[l] * n * u->h[l] * u->w[l];
         fm_upsample2_forward(A->upin[k], cur, u->ch[l + 1] * n, u->h[l + 1], u->w[l + 1]);
         conv_forward(w, A->s[k], &u->up[k], params, A->upin[k], n, 1);
-        const float *skip = A->b[l * u->R + u->R - 1].out;
+        const float *skip = last_out(w, u, enc_first(u, l));
         for (size_t i = 0; i < sz; i++) A->s[k][i] += skip[i];
         cur = A->s[k];
-        for (int b = 0; b < u->R; b++) cur = block_forward(w, u, (u->L + k) * u->R + b, params, cur, n);
+        for (int b = 0; b < u->R; b++) cur = block_forward(w, u, dec_first(u, k) + b, params, cur, n);
     }
     conv_forward(w, A->fout, &u->final, params, cur, n, 1);
     for (int c = 0; c < u->C; c++) /* [C, n, HW] -> rows */
@@ -646,11 +645,6 @@ static const float *unet_forward(void *impl, const fm_model *m, const float *par
     return w->out;
 }
 
-/* The output of the last of the R blocks from first on. */
-static const float *last_out(const unet_work *w, const fm_unet *u, int first_block)
-{
-    return w->A->b[first_block + u->R - 1].out;
-}
 
 /* The first of the three gradient buffers that is neither a nor b. */
 static float *other(float *const *g, const float *a, const float *b)
@@ -677,7 +671,7 @@ static float *blocks_backward(float *grad, unet_work *w, const fm_unet *u, int f
 static void backward_chunk(float *grad, unet_work *w, const fm_unet *u, const float *params, const float *dout, int n)
 {
     chunk_acts *A = w->A;
-    const int HW = u->H * u->W, L = u->L, R = u->R;
+    const int HW = u->H * u->W, L = u->L;
     memset(w->det, 0, sizeof(float) * (size_t)n * u->t_dim);
     if (u->classes > 0) memset(w->dey, 0, sizeof(float) * (size_t)n * u->y_dim);
     float *g = w->g[0];
@@ -686,28 +680,28 @@ static void backward_chunk(float *grad, unet_work *w, const fm_unet *u, const fl
             memcpy(g + ((size_t)c * n + i) * HW, dout + ((size_t)i * u->C + c) * HW, sizeof(float) * HW);
     /* final's input: the last decoder block's output (the middle's when L = 1) */
     float *d = other(w->g, g, NULL);
-    conv_backward(w, grad, d, &u->final, params, last_out(w, u, (2 * L - 2) * R), g, n);
+    conv_backward(w, grad, d, &u->final, params, last_out(w, u, dec_first(u, L - 2)), g, n);
     g = d;
     for (int k = L - 2; k >= 0; k--) { /* s_k = up_k(upsample(cur)) + skip_l, then R blocks */
         const int l = L - 2 - k;
-        g = blocks_backward(grad, w, u, (L + k) * R, A->s[k], params, g, n);
+        g = blocks_backward(grad, w, u, dec_first(u, k), A->s[k], params, g, n);
         memcpy(w->dskip[l], g, sizeof(float) * (size_t)u->ch[l] * n * u->h[l] * u->w[l]);
         float *du = other(w->g, g, NULL), *dc = other(w->g, g, du);
         conv_backward(w, grad, du, &u->up[k], params, A->upin[k], g, n);
         fm_upsample2_backward(dc, du, u->ch[l + 1] * n, u->h[l + 1], u->w[l + 1]);
         g = dc;
     }
-    g = blocks_backward(grad, w, u, (L - 1) * R, L > 1 ? A->down[L - 2] : A->z0, params, g, n);
+    g = blocks_backward(grad, w, u, mid_first(u), L > 1 ? A->down[L - 2] : A->z0, params, g, n);
     for (int l = L - 2; l >= 0; l--) { /* down_l of the skip, whose gradient adds */
         const size_t sz = (size_t)u->ch[l] * n * u->h[l] * u->w[l];
         float *dx = other(w->g, g, NULL);
-        conv_backward(w, grad, dx, &u->down[l], params, last_out(w, u, l * R), g, n);
+        conv_backward(w, grad, dx, &u->down[l], params, last_out(w, u, enc_first(u, l)), g, n);
         for (size_t i = 0; i < sz; i++) dx[i] += w->dskip[l][i];
-        g = blocks_backward(grad, w, u, l * R, l > 0 ? A->down[l - 1] : A->z0, params, dx, n);
+        g = blocks_backward(grad, w, u, enc_first(u, l), l > 0 ? A->down[l - 1] : A->z0, params, dx, n);
     }
     /* init: z0 = silu(GN(conv(x))) */
     float *s = other(w->g, g, NULL);
-    silu_backward(s, NULL, g, A->g0, (size_t)u->ch[0] * n * HW);
+    fm_kern_silu_grad(s, NULL, g, A->g0, (size_t)u->ch[0] * n * HW);
     float *dy0 = g;
     gnorm_backward(grad, dy0, &u->init_n, params, s, A->y0, A->m0, A->r0, n, u->G);
     conv_backward(w, grad, NULL, &u->init, params, A->xin, dy0, n);

@@ -15,6 +15,14 @@ static void configure(fm_config *c, const char *const kv[][2])
     for (int k = 0; kv[k][0]; k++) CHECK(fm_config_set(c, kv[k][0], kv[k][1], err, sizeof err) == 0, "%s", err);
 }
 
+static void build(fm_model *m, const char *const kv[][2])
+{
+    fm_config c;
+    char err[512];
+    configure(&c, kv);
+    CHECK(fm_model_build(m, &c, err, sizeof err) == 0, "%s", err);
+}
+
 static const fm_tensor *tensor(const fm_model *m, const char *name)
 {
     for (int k = 0; k < m->ntensors; k++)
@@ -49,11 +57,8 @@ static double loss(const probe *q, const float *p)
 
 static void check_gradient(void)
 {
-    fm_config c;
-    configure(&c, tiny);
-    char err[512];
     fm_model m;
-    CHECK(fm_model_build(&m, &c, err, sizeof err) == 0, "%s", err);
+    build(&m, tiny);
     enum { N = 3 };
     const int D = m.dim;
     float *p = malloc(sizeof(float) * m.nparams), *grad = calloc(m.nparams, sizeof(float));
@@ -101,11 +106,8 @@ static void check_gradient(void)
  * U-Net's size and names are DESIGN.md's. */
 static void check_shapes_and_batching(void)
 {
-    fm_config c;
-    configure(&c, tiny);
-    char err[512];
     fm_model m;
-    CHECK(fm_model_build(&m, &c, err, sizeof err) == 0, "%s", err);
+    build(&m, tiny);
     const fm_tensor *t;
     CHECK((t = tensor(&m, "init/weight")) && t->rank == 4 && t->shape[0] == 4 && t->shape[1] == 2 && t->shape[2] == 3,
           "init/weight [c_0, C, 3, 3]");
@@ -157,8 +159,7 @@ static void check_shapes_and_batching(void)
     /* lab 3's MNIST U-Net: 1.23 M parameters, about 362 MFLOP per image forward */
     const char *const lab3[][2] = {{"model.type", "unet"}, {"data.shape", "1,28,28"}, {"data.dim", "784"},
                                    {"model.time_embed", "fourier"}, {"model.classes", "10"}, {NULL, NULL}};
-    configure(&c, lab3);
-    CHECK(fm_model_build(&m, &c, err, sizeof err) == 0, "%s", err);
+    build(&m, lab3);
     double fwd, bwd;
     m.ops->flops(&fwd, &bwd, &m);
     CHECK(m.nparams > 1200000 && m.nparams < 1260000 && fwd > 355e6 && fwd < 370e6, "lab 3's U-Net: %zu parameters, %.1f MFLOP",
