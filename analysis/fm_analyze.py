@@ -2,13 +2,16 @@
 """Analyse fmtrain runs from their files.
 
   fm_analyze.py report RUN_DIR     metrics against the analytic target (beside true samples, the
-                                   noise floor), RUN_DIR/metrics.json and RUN_DIR/figures/*.png;
+                                   noise floor; with RUN_DIR/logprob.h5 the KL estimate),
+                                   RUN_DIR/metrics.json and RUN_DIR/figures/*.png;
                                    for a dataset run, against held-out rows (images: a classifier's
                                    accuracy and Frechet distance, grids per class)
   fm_analyze.py follow RUN_DIR     follows RUN_DIR/history.tsv while the run trains, redrawing
                                    RUN_DIR/figures/loss_live.png, until the run ends
   fm_analyze.py sweep DIR          every run under DIR (a SLURM array's tasks) in one table
                                    (DIR/sweep.csv, DIR/sweep.json) and one figure (DIR/sweep.png)
+  fm_analyze.py solvers DIR        energy distance against function evaluations per solver, from
+                                   the samples files in DIR (jobs/solvers.sh makes them)
 """
 import argparse
 import json
@@ -50,10 +53,19 @@ def report(args):
     true_m = fmtools.metrics(truth_x, target, seed=args.seed)
     out = {"run_dir": run_dir, "checkpoint_step": ck.step, "samples": samples_path,
            "solver": s.attrs.get("solver"), "sample_steps": s.attrs.get("steps"),
+           "nfe_mean": s.attrs.get("nfe_mean"), "nfe_max": s.attrs.get("nfe_max"),
            "fmtrain": run_m, "true_samples": true_m,
            "final_loss_mean_last_100": float(np.mean(ck.history["loss"][-100:]))}
-    print(f"{samples_path}: {len(s.samples)} samples, checkpoint step {ck.step}")
+    print(f"{samples_path}: {len(s.samples)} samples, checkpoint step {ck.step}, "
+          f"{s.attrs.get('nfe_mean', 0):.1f} function evaluations a sample ({s.attrs.get('solver')})")
     print(table(run_m, true_m))
+    lp_path = os.path.join(run_dir, "logprob.h5")
+    if os.path.exists(lp_path):  # fmtrain logprob's exact likelihood of true draws
+        lp = fmtools.load_logprob(lp_path)
+        kl, se = fmtools.kl_estimate(lp, target)
+        out.update({"kl_estimate": kl, "kl_estimate_stderr": se, "logprob": lp_path, "logprob_points": len(lp["x"]),
+                    "logprob_nfe_mean": lp["attrs"]["nfe_mean"]})
+        print(f"{'KL(p_data || p_model) estimate':32s} {kl:10.4f}  (+- {se:.4f}, {len(lp['x'])} true points, {lp_path})")
     json_path = os.path.join(run_dir, "metrics.json")
     with open(json_path, "w") as f:
         json.dump(out, f, indent=2)
@@ -203,6 +215,42 @@ def sweep(args):
     return 0
 
 
+def solvers(args):
+    """Energy distance against function evaluations, one line per solver, from the samples files
+    DIR/*.h5 of one checkpoint (jobs/solvers.sh makes them)."""
+    import glob
+    import fmplots
+    files = sorted(glob.glob(os.path.join(args.dir, "*.h5")))
+    if not files:
+        raise ValueError(f"no samples files under {args.dir}")
+    target = None
+    rows = []
+    for p in files:
+        s = fmtools.load_samples(p)
+        if target is None:
+            ck_path = args.checkpoint or os.path.join(os.path.dirname(os.path.abspath(args.dir)), "checkpoint.h5")
+            target = fmtools.target_of(fmtools.load_checkpoint(ck_path))
+        m = fmtools.metrics(s.samples, target, seed=args.seed)
+        adaptive = "atol" in s.attrs  # dopri5: steps is only its recording grid
+        rows.append({"file": os.path.basename(p), "solver": s.attrs["solver"],
+                     "steps": None if adaptive else s.attrs.get("steps"),
+                     "atol": s.attrs.get("atol"), "nfe_mean": s.attrs["nfe_mean"], "nfe_max": s.attrs["nfe_max"],
+                     "energy_distance": m["energy_distance"], "within_3std": m["within_3std"]})
+    rows.sort(key=lambda r: (r["solver"], r["nfe_mean"]))
+    n = len(s.samples)
+    floor = fmtools.metrics(target.sample(n, np.random.default_rng(args.seed + 1)), target, seed=args.seed)["energy_distance"]
+    print(f"{len(files)} samples files of {n} samples; true samples: energy distance {floor:.4f}")
+    print(f"{'solver':8s} {'steps':>6s} {'atol':>8s} {'NFE mean':>9s} {'NFE max':>8s} {'energy distance':>16s}")
+    for r in rows:
+        print(f"{r['solver']:8s} {r['steps'] or '':>6} {r['atol'] or '':>8} {r['nfe_mean']:9.1f} {r['nfe_max']:8d} "
+              f"{r['energy_distance']:16.4f}")
+    with open(os.path.join(args.dir, "solvers.json"), "w") as f:
+        json.dump({"true_samples_energy_distance": floor, "runs": rows}, f, indent=2)
+    fmplots.solvers(os.path.join(args.dir, "solvers.png"), rows, floor)
+    print(f"table: {os.path.join(args.dir, 'solvers.json')}; figure: {os.path.join(args.dir, 'solvers.png')}")
+    return 0
+
+
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -228,6 +276,11 @@ def main(argv=None):
     w.add_argument("dir")
     w.add_argument("--seed", type=int, default=0, help="seed of the fresh true samples")
     w.set_defaults(func=sweep)
+    v = sub.add_parser("solvers", help="energy distance against function evaluations per solver (jobs/solvers.sh)")
+    v.add_argument("dir", help="a directory of samples files of one checkpoint")
+    v.add_argument("--checkpoint", help="the checkpoint (default: DIR/../checkpoint.h5)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the fresh true samples")
+    v.set_defaults(func=solvers)
     args = p.parse_args(argv)
     try:
         return args.func(args)

@@ -153,3 +153,21 @@ def points(path, samples, reference, title="samples", extent=None):
         ax.set_aspect("equal")
         ax.set_title(t)
     _save(fig, path)
+
+
+def solvers(path, rows, floor=None):
+    """Energy distance against mean function evaluations, one line per solver (log-log)."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name in sorted({r["solver"] for r in rows}):
+        rs = sorted((r for r in rows if r["solver"] == name), key=lambda r: r["nfe_mean"])
+        ax.plot([r["nfe_mean"] for r in rs], [r["energy_distance"] for r in rs], "o-", label=name)
+    if floor:
+        ax.axhline(floor, color="grey", ls="--", lw=1, label="true samples")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("function evaluations per sample (mean)")
+    ax.set_ylabel("energy distance to the target")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("samples of one checkpoint, per solver")
+    _save(fig, path)

@@ -130,6 +130,22 @@ def load_history(path):
     return hist, end
 
 
+def load_logprob(path):
+    """An fmtrain logprob file: {"x", "logp", "x0", "logp0", "nfe"} arrays and its attributes."""
+    with h5py.File(path, "r") as f:
+        _check_format(f, path, "logprob")
+        out = {k: f[k][()] for k in ("x", "logp", "x0", "logp0", "nfe")}
+        out["attrs"] = {k: (v if isinstance(v, str) else v.item()) for k, v in f.attrs.items() if k != "config"}
+        return out
+
+
+def kl_estimate(lp, target):
+    """E[log p_data(x) - log p_model(x)] over the logprob file's points (true draws): an estimate of
+    KL(p_data || p_model) in nats, with its standard error."""
+    d = target.logpdf(lp["x"]) - lp["logp"]
+    return float(d.mean()), float(d.std() / np.sqrt(len(d)))
+
+
 def load_samples(path):
     with h5py.File(path, "r") as f:
         _check_format(f, path, "samples")

@@ -63,6 +63,11 @@ void fm_comm_allreduce_max(double *buf, int n)
     MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
 }
 
+void fm_comm_allreduce_sum_f64(double *buf, int n)
+{
+    MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+}
+
 static MPI_Request g_pending[FM_COMM_MAX_PENDING];
 static int g_npending = 0;
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "fm/act.h"
+#include "fm/coupling.h"
 #include "fm/error.h"
 #include "fm/model.h"
 #include "fm/names.h"
@@ -97,10 +98,22 @@ static const key_spec keys[] = {
     {"train", "eval_every", T_INT, OFF(eval_every), 0, 1e9, 0, 0, "0", 0,
      "the loss on the held-out rows (/x_test) every this many steps, into the history; 0 = never"},
     {"train", "eval_n", T_INT, OFF(eval_n), 1, 1e9, 0, 0, "2000", 0, "held-out rows the validation loss uses (the first ones)"},
+    {"train", "coupling", T_WORD, OFF(coupling), 0, 0, 0, fm_coupling_name, "independent", 1,
+     "pairs of x0 and z: independent draws, or ot: an optimal assignment (squared distance) over the whole global batch, the same on any number of ranks"},
+    {"train", "t_dist", T_WORD, OFF(t_dist), 0, 0, 0, fm_path_t_dist_name, "uniform", 1,
+     "training times: uniform on [0, 1), or logit_normal: t = sigmoid(t_mean + t_std n), n ~ N(0, 1)"},
+    {"train", "t_mean", T_REAL, OFF(t_mean), -10, 10, 0, 0, "0", 1, "t_dist = logit_normal: the normal's mean"},
+    {"train", "t_std", T_REAL, OFF(t_std), 1e-3, 10, 0, 0, "1", 1, "t_dist = logit_normal: the normal's std"},
     {"train", "threads", T_INT, OFF(threads), 1, 1024, 0, 0, "1", 0, "OpenBLAS threads per rank (ranks x threads <= cores)"},
     {"sample", "n", T_INT, OFF(sample_n), 0, 1e10, 0, 0, "1000", 0, "samples drawn after training; 0 = none"},
-    {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, 0, "299", 0, "ODE steps on a uniform grid from t=0 to 1"},
-    {"sample", "solver", T_WORD, OFF(solver), 0, 0, 0, fm_ode_solver_name, "euler", 0, "ODE solver"},
+    {"sample", "steps", T_INT, OFF(sample_steps), 1, 1e7, 0, 0, "299", 0, "fixed-step solvers: steps on a uniform grid from t=0 to 1; dopri5: the grid its recorded trajectories are given on"},
+    {"sample", "solver", T_WORD, OFF(solver), 0, 0, 0, fm_ode_solver_name, "euler", 0,
+     "ODE solver: fixed steps (euler, midpoint, heun, rk4) or adaptive per trajectory (dopri5: Dormand-Prince 5(4), atol and rtol)"},
+    {"sample", "atol", T_REAL, OFF(atol), 1e-9, 1, 0, 0, "1e-5", 0, "dopri5: absolute error tolerance per step"},
+    {"sample", "rtol", T_REAL, OFF(rtol), 1e-6, 1, 0, 0, "1e-5", 0,
+     "dopri5: relative error tolerance per step (float arithmetic: at least 1e-6)"},
+    {"sample", "divergence", T_WORD, OFF(divergence), 0, 0, "auto exact hutchinson", 0, "auto", 0,
+     "fmtrain logprob: the divergence exactly (dim Jacobian-vector products), by Hutchinson's estimate (one fixed Rademacher probe per point), or auto: exact up to dim 16"},
     {"sample", "guidance", T_REAL, OFF(guidance), -100, 100, 0, 0, "1", 0,
      "model.classes > 0: w of u(x,t,none) + w (u(x,t,y) - u(x,t,none)); 1 = conditional, 0 = unconditional"},
     {"sample", "classes", T_TEXT, OFF(sample_classes), 1, 0, 0, 0, "all", 0,
@@ -368,6 +381,11 @@ int fm_config_validate(const fm_config *c, char *err, int cap)
     if (nl < 0) {
         fm_errorf(err, cap, "[sample] classes = '%s': allowed: all, a label, or up to 256 labels K1,K2,...",
                   c->sample_classes);
+        return -1;
+    }
+    if (strcmp(c->coupling, "ot") == 0 && c->batch > FM_OT_MAX_BATCH) {
+        fm_errorf(err, cap, "[train] coupling = ot with batch = %ld: the assignment holds batch^2 costs of 8 bytes on "
+                  "every rank: allowed: batch up to %d (2 GB)", c->batch, FM_OT_MAX_BATCH);
         return -1;
     }
     if (c->eval_every > 0 && !fm_target_needs_data(c)) {

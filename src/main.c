@@ -10,16 +10,20 @@
 #include "fm/comm.h"
 #include "fm/config.h"
 #include "fm/error.h"
+#include "fm/data_load.h"
 #include "fm/kernels.h"
+#include "fm/logprob_run.h"
 #include "fm/progress.h"
 #include "fm/sample_run.h"
 #include "fm/stop.h"
+#include "fm/target.h"
 #include "fm/train.h"
 #include "fm/version.h"
 
 static const char usage[] =
     "usage: fmtrain [train] -c CONFIG.ini [-o OUTDIR] [--resume] [--SECTION.KEY=VALUE ...]\n"
     "       fmtrain sample --checkpoint FILE.h5 [-o SAMPLES.h5] [--sample.KEY=VALUE ...]\n"
+    "       fmtrain logprob --checkpoint FILE.h5 [--data DATA.h5] [-o LOGPROB.h5] [--sample.KEY=VALUE ...]\n"
     "       fmtrain info FILE.h5\n"
     "       fmtrain keys        (every config key, its default and meaning)\n"
     "       fmtrain --help | --version\n"
@@ -30,6 +34,9 @@ static const char usage[] =
     "        (train.resume = auto); --resume requires one; train.resume = never refuses one.\n"
     "sample  integrates sample.n trajectories of a checkpoint's model, split over the ranks, into\n"
     "        SAMPLES.h5 (default: samples.h5 beside the checkpoint).\n"
+    "logprob integrates the reverse ODE with the divergence to the exact log-likelihood log p(x)\n"
+    "        of points: every row of DATA.h5 (/x), or sample.n draws of the checkpoint's target;\n"
+    "        into LOGPROB.h5 (default: logprob.h5 beside the checkpoint). The solver: the [sample] keys.\n"
     "info    prints what a checkpoint, samples or history.tsv file holds.\n"
     "\n"
     "Run under MPI: mpirun -np 64 fmtrain -c jobs/gmm11.ini -o runs/x\n"
@@ -102,8 +109,9 @@ static void make_outdir(const char *dir)
     if (*err) fail_all(err);
 }
 
-/* --section.key=value arguments into cfg; only_sample limits them to [sample] (and threads). */
-static void apply_overrides(fm_config *cfg, int argc, char **argv, int first, int only_sample)
+/* --section.key=value arguments into cfg; a command other than train (only_sample names it) takes
+ * [sample] keys only (and threads). */
+static void apply_overrides(fm_config *cfg, int argc, char **argv, int first, const char *only_sample)
 {
     char err[1024];
     for (int i = first; i < argc; i++) {
@@ -118,7 +126,8 @@ static void apply_overrides(fm_config *cfg, int argc, char **argv, int first, in
         memcpy(key, a + 2, (size_t)(eq - a - 2));
         key[eq - a - 2] = '\0';
         if (only_sample && strncmp(key, "sample.", 7) != 0 && strcmp(key, "train.threads") != 0) {
-            fm_errorf(err, sizeof err, "%s: fmtrain sample takes only --sample.KEY=VALUE (and --train.threads)", a);
+            fm_errorf(err, sizeof err, "%s: fmtrain %s takes only --sample.KEY=VALUE (and --train.threads)", a,
+                      only_sample);
             fail_all(err);
         }
         if (fm_config_set(cfg, key, eq + 1, err, sizeof err)) fail_all(err);
@@ -180,7 +189,7 @@ static int cmd_train(int argc, char **argv, int first)
     int rc = fm_config_load_string(&cfg, text, config_path, err, sizeof err);
     free(text);
     if (rc) fail_all(err);
-    apply_overrides(&cfg, argc, argv, first, 0);
+    apply_overrides(&cfg, argc, argv, first, NULL);
     if (outdir) snprintf(cfg.dir, sizeof cfg.dir, "%s", outdir);
     if (resume) snprintf(cfg.resume, sizeof cfg.resume, "always");
     validate(&cfg);
@@ -188,63 +197,134 @@ static int cmd_train(int argc, char **argv, int first)
     return fm_train_run(&cfg, cfg.dir);
 }
 
-static int cmd_sample(int argc, char **argv, int first)
+/* What sample and logprob read of a checkpoint, on every rank: its config with the command's
+ * --sample.KEY overrides, its model, and the weights sample.weights picks. */
+typedef struct {
+    fm_ckpt c;
+    fm_config cfg;
+    fm_model model;
+    int ema;
+    long step;
+} loaded;
+
+/* The command's --checkpoint, -o and (logprob) --data arguments. */
+static void parse_args(const char **ckpt, const char **out, const char **data, int argc, char **argv, int first)
 {
-    const char *ckpt_path = NULL, *out = NULL;
-    char err[FM_PATH_MAX + 512];
+    char err[FM_PATH_MAX + 64];
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--checkpoint") && i + 1 < argc) ckpt_path = argv[++i];
-        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) out = argv[++i];
+        if (!strcmp(a, "--checkpoint") && i + 1 < argc) *ckpt = argv[++i];
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) *out = argv[++i];
+        else if (data && !strcmp(a, "--data") && i + 1 < argc) *data = argv[++i];
         else if (strncmp(a, "--", 2) == 0 && strchr(a, '.')) continue;
         else {
             fm_errorf(err, sizeof err, "unexpected argument '%s' (see fmtrain --help)", a);
             fail_all(err);
         }
     }
-    if (!ckpt_path) fail_all("no checkpoint: give --checkpoint OUTDIR/checkpoint.h5");
+    if (!*ckpt) fail_all("no checkpoint: give --checkpoint OUTDIR/checkpoint.h5");
+}
+
+static void load_checkpoint(loaded *L, const char *ckpt_path, const char *cmd, int argc, char **argv, int first)
+{
+    char err[FM_PATH_MAX + 512];
     /* Rank 0 reads the checkpoint; the others get its config text, step and parameters. */
-    fm_ckpt c = {0};
-    long len = -1, step = 0;
-    if (fm_comm_rank() == 0 && fm_ckpt_read(&c, ckpt_path, err, sizeof err) == 0) {
-        len = (long)strlen(c.config_text);
-        step = c.step;
+    memset(L, 0, sizeof *L);
+    long len = -1;
+    if (fm_comm_rank() == 0 && fm_ckpt_read(&L->c, ckpt_path, err, sizeof err) == 0) {
+        len = (long)strlen(L->c.config_text);
+        L->step = L->c.step;
     }
     fm_comm_bcast(&len, sizeof len);
     if (len < 0) fail_all(err);
-    fm_comm_bcast(&step, sizeof step);
-    if (fm_comm_rank() != 0) c.config_text = fm_calloc((size_t)len + 1);
-    fm_comm_bcast(c.config_text, (size_t)len + 1);
-    fm_config cfg;
-    fm_config_defaults(&cfg);
-    if (fm_config_load_string(&cfg, c.config_text, ckpt_path, err, sizeof err)) fail_all(err);
-    apply_overrides(&cfg, argc, argv, first, 1);
-    validate(&cfg);
-    fm_kern_blas_threads((int)cfg.threads);
-    fm_model model;
-    if (fm_model_build(&model, &cfg, err, sizeof err)) fail_all(err);
+    fm_comm_bcast(&L->step, sizeof L->step);
+    if (fm_comm_rank() != 0) L->c.config_text = fm_calloc((size_t)len + 1);
+    fm_comm_bcast(L->c.config_text, (size_t)len + 1);
+    fm_config_defaults(&L->cfg);
+    if (fm_config_load_string(&L->cfg, L->c.config_text, ckpt_path, err, sizeof err)) fail_all(err);
+    apply_overrides(&L->cfg, argc, argv, first, cmd);
+    validate(&L->cfg);
+    fm_kern_blas_threads((int)L->cfg.threads);
+    if (fm_model_build(&L->model, &L->cfg, err, sizeof err)) fail_all(err);
     /* The moving average when the checkpoint has one and sample.weights asks for it. */
-    int ema = fm_comm_rank() == 0 && c.ema && strcmp(cfg.sample_weights, "ema") == 0;
-    fm_comm_bcast(&ema, sizeof ema);
-    if (fm_comm_rank() != 0) c.params = fm_malloc(sizeof(float) * model.nparams);
-    else if (ema) memcpy(c.params, c.ema, sizeof(float) * model.nparams);
-    fm_comm_bcast(c.params, sizeof(float) * model.nparams);
+    L->ema = fm_comm_rank() == 0 && L->c.ema && strcmp(L->cfg.sample_weights, "ema") == 0;
+    fm_comm_bcast(&L->ema, sizeof L->ema);
+    if (fm_comm_rank() != 0) L->c.params = fm_malloc(sizeof(float) * L->model.nparams);
+    else if (L->ema) memcpy(L->c.params, L->c.ema, sizeof(float) * L->model.nparams);
+    fm_comm_bcast(L->c.params, sizeof(float) * L->model.nparams);
+    fm_comm_bcast(&L->c.rows, sizeof L->c.rows);
+}
 
-    char path[FM_PATH_MAX + 32];
+static void loaded_free(loaded *L)
+{
+    fm_model_free(&L->model);
+    fm_ckpt_free(&L->c);
+}
+
+/* -o, or NAME beside the checkpoint. */
+static void output_path(char *path, size_t cap, const char *out, const char *ckpt_path, const char *name)
+{
     if (out) {
-        snprintf(path, sizeof path, "%s", out);
+        snprintf(path, cap, "%s", out);
     } else {
         const char *slash = strrchr(ckpt_path, '/');
-        snprintf(path, sizeof path, "%.*ssamples.h5", slash ? (int)(slash - ckpt_path + 1) : 0, ckpt_path);
+        snprintf(path, cap, "%.*s%s", slash ? (int)(slash - ckpt_path + 1) : 0, ckpt_path, name);
     }
-    if (cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
-    char *text = fm_config_dump(&cfg);
-    fm_comm_bcast(&c.rows, sizeof c.rows);
-    int ok = fm_sample_run(path, &cfg, text, &model, c.params, ema, &c.rows, step, err, sizeof err) == 0;
+}
+
+static int cmd_sample(int argc, char **argv, int first)
+{
+    const char *ckpt_path = NULL, *out = NULL;
+    char err[FM_PATH_MAX + 512], path[FM_PATH_MAX + 32];
+    parse_args(&ckpt_path, &out, NULL, argc, argv, first);
+    loaded L;
+    load_checkpoint(&L, ckpt_path, "sample", argc, argv, first);
+    output_path(path, sizeof path, out, ckpt_path, "samples.h5");
+    if (L.cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
+    char *text = fm_config_dump(&L.cfg);
+    int ok = fm_sample_run(path, &L.cfg, text, &L.model, L.c.params, L.ema, &L.c.rows, L.step, err, sizeof err) == 0;
     if (!ok && fm_comm_rank() == 0) fm_error_print(err);
     free(text);
-    fm_model_free(&model);
-    fm_ckpt_free(&c);
+    loaded_free(&L);
+    return ok ? 0 : 1;
+}
+
+static int cmd_logprob(int argc, char **argv, int first)
+{
+    const char *ckpt_path = NULL, *out = NULL, *data_path = NULL;
+    char err[FM_PATH_MAX + 512], path[FM_PATH_MAX + 32], points[FM_PATH_MAX + 64];
+    parse_args(&ckpt_path, &out, &data_path, argc, argv, first);
+    loaded L;
+    load_checkpoint(&L, ckpt_path, "logprob", argc, argv, first);
+    output_path(path, sizeof path, out, ckpt_path, "logprob.h5");
+    if (!L.model.ops->jvp) {
+        fm_errorf(err, sizeof err, "fmtrain logprob needs the divergence of the field, which model.type = %s does not "
+                  "provide: allowed: mlp", L.model.ops->name);
+        fail_all(err);
+    }
+    fm_data data = {0};
+    if (data_path) {
+        if (fm_data_load(&data, data_path, err, sizeof err)) fail_all(err);
+        if (data.data.dim != L.model.dim) {
+            fm_errorf(err, sizeof err, "%s: rows of %d numbers, but the model's are %d", data_path, data.data.dim,
+                      L.model.dim);
+            fail_all(err);
+        }
+        snprintf(points, sizeof points, "%s", data_path);
+    } else if (fm_target_needs_data(&L.cfg)) {
+        fail_all("the checkpoint's target is a dataset file: give the points with --data FILE.h5");
+    } else if (L.cfg.sample_n < 1) {
+        fail_all("--sample.n must be at least 1 for fmtrain logprob without --data (the number of target draws)");
+    } else {
+        snprintf(points, sizeof points, "target %s (sample.seed %ld)", L.cfg.target, L.cfg.sample_seed);
+    }
+    char *text = fm_config_dump(&L.cfg);
+    int ok = fm_logprob_run(path, &L.cfg, text, &L.model, L.c.params, L.ema, data_path ? &data.data : NULL, points,
+                            L.step, err, sizeof err) == 0;
+    if (!ok && fm_comm_rank() == 0) fm_error_print(err);
+    free(text);
+    if (data_path) fm_data_free(&data);
+    loaded_free(&L);
     return ok ? 0 : 1;
 }
 
@@ -284,6 +364,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "sample")) {
         check_launcher();
         status = cmd_sample(argc, argv, 2);
+    } else if (!strcmp(cmd, "logprob")) {
+        check_launcher();
+        status = cmd_logprob(argc, argv, 2);
     } else if (!strcmp(cmd, "info")) {
         status = cmd_info(argc, argv, 2);
     } else {

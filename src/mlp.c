@@ -296,6 +296,26 @@ void fm_mlp_backward(float *grad, fm_mlp_work *w, const fm_mlp *m, const float *
     }
 }
 
+const float *fm_mlp_jvp(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *dx, int n)
+{
+    /* Forward mode: the tangent of layer 0's output is W0[:, :D] dx (t and labels do not move),
+     * times act'(pre) after each hidden layer, through the next layer's weight. */
+    float *g = w->g0, *next = w->g1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m->dims[1], m->dim, 1.0f, dx, m->dim,
+                params + m->w_off[0], m->dims[0], 0.0f, g, w->ld[0]);
+    for (int l = 0; l < m->nlayers; l++) {
+        if (l > 0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m->dims[l + 1], m->dims[l], 1.0f, g, w->ld[l - 1],
+                        params + m->w_off[l], m->dims[l], 0.0f, next, w->ld[l]);
+            float *tmp = g;
+            g = next;
+            next = tmp;
+        }
+        if (l < m->nlayers - 1) fm_kern_act_backward(g, w->pre[l], w->post[l], w->aux[l], (size_t)n * w->ld[l], m->act);
+    }
+    return g;
+}
+
 /* ---- behind the model interface ---- */
 
 static int mlp_build(fm_model *model, const fm_config *c, char *err, int cap)
@@ -380,6 +400,11 @@ static void mlp_backward(float *grad, void *w, const fm_model *model, const floa
     fm_mlp_backward(grad, w, model->impl, params, dout, n, done, ctx);
 }
 
+static const float *mlp_jvp(void *w, const fm_model *model, const float *params, const float *dx, int n)
+{
+    return fm_mlp_jvp(w, model->impl, params, dx, n);
+}
+
 const fm_model_ops fm_mlp_ops = {
     .name = "mlp",
     .build = mlp_build,
@@ -392,4 +417,5 @@ const fm_model_ops fm_mlp_ops = {
     .prepare = mlp_prepare,
     .forward = mlp_forward,
     .backward = mlp_backward,
+    .jvp = mlp_jvp,
 };

@@ -106,3 +106,9 @@ void fm_model_backward(float *grad, fm_model_work *w, const float *params, const
     FM_CHECK(w->backward, "the backward of %s on work made for forwards only", w->model->ops->name);
     w->model->ops->backward(grad, w->impl, w->model, params, dout, n, done, ctx);
 }
+
+const float *fm_model_jvp(fm_model_work *w, const float *params, const float *dx, int n)
+{
+    FM_CHECK(w->model->ops->jvp, "the model %s has no Jacobian-vector product", w->model->ops->name);
+    return w->model->ops->jvp(w->impl, w->model, params, dx, n);
+}

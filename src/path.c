@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "fm/error.h"
+#include "fm/rng.h"
 
 static void sqrt_path(fm_path_coef *c, const fm_path *p, double t)
 {
@@ -68,4 +69,23 @@ double fm_path_loss(float *dout, const float *out, const float *u, int n, int di
         dout[k] = two_scale * e;
     }
     return sum;
+}
+
+static const char *const t_dists[] = {"uniform", "logit_normal"};
+
+const char *fm_path_t_dist_name(int i) { return i >= 0 && i < 2 ? t_dists[i] : NULL; }
+
+void fm_path_draw_t(float *t, const fm_path_t_dist *d, uint64_t seed, uint32_t step, uint32_t index0, int n)
+{
+    if (d->dist == 0) {
+        fm_rng_uniform_rows(t, seed, step, index0, FM_STREAM_T, n);
+        return;
+    }
+    FM_CHECK(d->dist == 1, "unknown time distribution %d", d->dist);
+    fm_rng_normal_rows(t, seed, step, index0, FM_STREAM_T, n, 1);
+    const float below_one = 0.99999994f; /* the float before 1: t stays in [0, 1) */
+    for (int i = 0; i < n; i++) {
+        const float s = (float)(1.0 / (1.0 + exp(-(d->mean + d->std * (double)t[i]))));
+        t[i] = s < below_one ? s : below_one;
+    }
 }

@@ -1,6 +1,7 @@
 #include "fm/sample_run.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "fm/dist.h"
 #include "fm/durable.h"
 #include "fm/error.h"
+#include "fm/field.h"
 #include "fm/fpmode.h"
 #include "fm/h5io.h"
 #include "fm/names.h"
@@ -29,6 +31,7 @@ typedef struct {
     long checkpoint_step;
     int ema;        /* the weights were the moving average */
     const int *y;   /* [nloc] the trajectories' labels, or NULL */
+    const int *nfe; /* [nloc] the trajectories' field evaluations */
     const fm_row_shape *rows; /* the data's row shape and value range, or NULL */
 } meta;
 
@@ -45,11 +48,24 @@ static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, con
     float *times = fm_malloc(sizeof(float) * T);
     for (uint64_t k = 0; k < T; k++) times[k] = (float)((double)k / (double)cfg->sample_steps);
     const int root = fm_comm_rank() == 0;
+    double nfe_sum = 0.0, nfe_max = 0.0;
+    for (uint64_t i = 0; i < nloc; i++) {
+        nfe_sum += mt->nfe[i];
+        nfe_max = fmax(nfe_max, mt->nfe[i]);
+    }
+    fm_comm_allreduce_sum_f64(&nfe_sum, 1);
+    fm_comm_allreduce_max(&nfe_max, 1);
+    fm_ode_opts o;
+    const int adaptive = fm_sample_run_opts(&o, cfg);
     uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
     /* Attributes and dataset creation are collective: every rank makes the same calls. */
     int rc = fm_h5_stamp(f, "samples") || fm_h5_attr_str(f, "/", "config", mt->config_text) ||
              fm_h5_attr_str(f, "/", "solver", cfg->solver) || fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) ||
              fm_h5_attr_i64(f, "/", "checkpoint_step", mt->checkpoint_step) ||
+             fm_h5_attr_f64(f, "/", "nfe_mean", N ? nfe_sum / (double)N : 0.0) ||
+             fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)nfe_max) ||
+             (adaptive && (fm_h5_attr_f64(f, "/", "atol", cfg->atol) || fm_h5_attr_f64(f, "/", "rtol", cfg->rtol))) ||
+             fm_h5_write_i32_rows(f, "/nfe", mt->nfe, 1, sd, r0, nloc) ||
              fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
              fm_h5_attr_str(f, "/", "weights", mt->ema ? "ema" : "raw") ||
              (mt->rows && fm_h5_write_row_shape(f, mt->rows)) ||
@@ -71,27 +87,60 @@ void fm_sample_run_labels(int *y, const fm_config *cfg, int classes, uint64_t r0
     for (uint64_t i = 0; i < nloc; i++) y[i] = n == 0 ? (int)((r0 + i) % (uint64_t)classes) : list[(r0 + i) % (uint64_t)n];
 }
 
-void fm_sample_run_integrate(float *x, float *traj, const fm_config *cfg, const fm_model *m, const float *params,
-                             const int *y, uint64_t r0, uint64_t nloc, uint64_t mloc)
+int fm_sample_run_opts(fm_ode_opts *o, const fm_config *cfg)
+{
+    *o = (fm_ode_opts){fm_names_find(fm_ode_solver_name, cfg->solver), cfg->sample_steps, cfg->atol, cfg->rtol};
+    FM_CHECK(o->solver >= 0, "[sample] solver = '%s' is not a solver", cfg->solver);
+    return fm_ode_evals(o->solver) == 0;
+}
+
+void fm_sample_run_integrate(float *x, int *nfe, float *traj, const fm_config *cfg, const fm_model *m,
+                             const float *params, const int *y, uint64_t r0, uint64_t nloc, uint64_t mloc)
 {
     fm_fpmode_set(); /* this thread computes: subnormals flushed (fm/fpmode.h) */
     const int D = m->dim;
     const uint64_t T = (uint64_t)cfg->sample_steps + 1;
-    const int solver = fm_names_find(fm_ode_solver_name, cfg->solver);
-    FM_CHECK(solver >= 0, "[sample] solver = '%s' is not a solver", cfg->solver);
+    fm_ode_opts o;
+    fm_sample_run_opts(&o, cfg);
     const int chunk = (int)(cfg->sample_batch < (long)nloc ? cfg->sample_batch : (long)nloc);
     if (chunk == 0) return;
     fm_dist *src = fm_dist_gaussian(D, (float)cfg->source_std);
-    fm_ode_work *w = fm_ode_work_new(m, chunk);
+    fm_field *f = fm_field_new(m, chunk);
+    fm_ode_work *w = fm_ode_work_new(chunk, D);
+    f->params = params;
+    f->guidance = (float)cfg->guidance;
+    fm_model_prepare(f->model, params);
+    const fm_ode_field field = fm_field_velocity_ode(f);
     for (uint64_t c0 = 0; c0 < nloc; c0 += (uint64_t)chunk) {
         const int nb = (int)(nloc - c0 < (uint64_t)chunk ? nloc - c0 : (uint64_t)chunk);
         const int mb = c0 >= mloc ? 0 : (int)(mloc - c0 < (uint64_t)nb ? mloc - c0 : (uint64_t)nb);
         fm_dist_sample(x + c0 * D, src, (uint64_t)cfg->sample_seed, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
-        fm_ode_integrate(x + c0 * D, mb ? traj + c0 * T * D : NULL, w, params, y ? y + c0 : NULL, (float)cfg->guidance,
-                         nb, mb, cfg->sample_steps, solver);
+        f->y = y ? y + c0 : NULL;
+        if (fm_ode_solve(x + c0 * D, nfe ? nfe + c0 : NULL, mb ? traj + c0 * T * D : NULL, w, &field, &o, 0.0, 1.0, nb,
+                         mb))
+            FM_FATAL("[sample] solver = dopri5 did not reach t = 1 within %d steps of a trajectory: atol = %g, rtol = %g "
+                     "are too small for float arithmetic (or the field is not finite)", FM_ODE_MAX_STEPS, cfg->atol,
+                     cfg->rtol);
     }
     fm_ode_work_free(w);
+    fm_field_free(f);
     fm_dist_free(src);
+}
+
+int fm_sample_run_commit(const char *tmp, const char *path, int rc, char *err, int cap)
+{
+    const int r = fm_comm_rank();
+    int e = 0;
+    if (rc == 0 && r == 0 && (fm_durable_fsync(tmp) || rename(tmp, path) || fm_durable_fsync_dir_of(path))) {
+        rc = -1;
+        e = errno;
+    }
+    if (!fm_comm_all_ok(rc == 0)) {
+        if (r == 0) unlink(tmp);
+        fm_errorf(err, cap, "writing %s failed (%s)", path, e ? strerror(e) : "HDF5 error or another rank failed");
+        return -1;
+    }
+    return 0;
 }
 
 int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
@@ -106,28 +155,21 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
 
     float *x = fm_malloc(sizeof(float) * nloc * D);
     float *traj = fm_malloc(sizeof(float) * mloc * T * D);
+    int *nfe = fm_malloc(sizeof(int) * (nloc ? nloc : 1));
     int *y = m->classes > 0 ? fm_malloc(sizeof(int) * (nloc ? nloc : 1)) : NULL;
     if (y) fm_sample_run_labels(y, cfg, m->classes, r0, nloc);
-    fm_sample_run_integrate(x, traj, cfg, m, params, y, r0, nloc, mloc);
+    fm_sample_run_integrate(x, nfe, traj, cfg, m, params, y, r0, nloc, mloc);
     double t1 = fm_now();
 
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    const meta mt = {config_text, checkpoint_step, ema, y, rows};
+    const meta mt = {config_text, checkpoint_step, ema, y, nfe, rows};
     int rc = write_file(tmp, cfg, &mt, x, traj, r0, nloc, mloc);
     free(x);
     free(traj);
+    free(nfe);
     free(y);
-    int e = 0;
-    if (rc == 0 && r == 0 && (fm_durable_fsync(tmp) || rename(tmp, path) || fm_durable_fsync_dir_of(path))) {
-        rc = -1;
-        e = errno;
-    }
-    if (!fm_comm_all_ok(rc == 0)) {
-        if (r == 0) unlink(tmp);
-        fm_errorf(err, cap, "writing samples %s failed (%s)", path, e ? strerror(e) : "HDF5 error or another rank failed");
-        return -1;
-    }
+    if (fm_sample_run_commit(tmp, path, rc, err, cap)) return -1;
     if (r == 0) {
         double traj_steps = (double)N * (double)cfg->sample_steps;
         printf("sampled %llu x %ld %s steps on %d rank%s in %.2f s (%.3g trajectory-steps/s); wrote %s in %.2f s\n",

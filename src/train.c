@@ -32,6 +32,7 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
     if (fm_model_build(&tr->model, cfg, err, sizeof err) || fm_target_build(&tr->target, cfg, data, err, sizeof err))
         FM_FATAL("%s", err);
     tr->path = (fm_path){fm_names_find(fm_path_schedule_name, cfg->schedule), cfg->eps, cfg->sigma_min};
+    tr->t_dist = (fm_path_t_dist){fm_names_find(fm_path_t_dist_name, cfg->t_dist), cfg->t_mean, cfg->t_std};
     tr->optim = (fm_optim){cfg->lr, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->clip,
                            fm_names_find(fm_optim_schedule_name, cfg->lr_schedule), cfg->warmup};
     const size_t n = tr->model.nparams, D = (size_t)tr->model.dim;
@@ -60,6 +61,14 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
     tr->y = fm_malloc(sizeof(int) * mb);
     tr->drop = fm_malloc(sizeof(float) * mb);
     tr->work = fm_model_work_new(&tr->model, tr->mb, 1);
+    if (fm_names_find(fm_coupling_name, cfg->coupling) == FM_COUPLING_OT) {
+        const size_t B = (size_t)cfg->batch;
+        tr->x0_all = fm_malloc(sizeof(float) * B * D);
+        tr->z_all = fm_malloc(sizeof(float) * B * D);
+        tr->y_all = fm_malloc(sizeof(int) * B);
+        tr->perm = fm_malloc(sizeof(int) * B);
+        tr->assign = fm_assign_work_new((int)B);
+    }
     /* Every rank must make the same collective calls, so overlap needs every shard non-empty. */
     tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P;
     return tr;
@@ -71,6 +80,8 @@ void fm_trainer_free(fm_trainer *tr)
     free(tr->params); free(tr->grad); free(tr->m); free(tr->v);
     free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout); free(tr->y); free(tr->drop);
     free(tr->ema);
+    free(tr->x0_all); free(tr->z_all); free(tr->y_all); free(tr->perm);
+    fm_assign_work_free(tr->assign);
     fm_dist_free(tr->source);
     fm_model_work_free(tr->work);
     fm_target_free(&tr->target);
@@ -108,15 +119,37 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     memset(tr->grad, 0, sizeof(float) * (n + FM_NSLOTS));
     fm_model_prepare(tr->work, tr->params); /* the params the optimiser changed last step */
     const int overlap = tr->overlap;
+    if (tr->assign) { /* every rank draws and pairs the whole global batch, identically */
+        const int B = (int)cfg->batch;
+        fm_dist_sample(tr->x0_all, tr->source, seed, (uint32_t)step, 0, FM_STREAM_X0, B);
+        fm_target_draw(tr->z_all, tr->y_all, &tr->target, seed, (uint32_t)step, 0, B);
+        t1 = fm_now();
+        tm.draw += t1 - t0;
+        t0 = t1;
+        fm_coupling_ot(tr->perm, tr->assign, tr->x0_all, tr->z_all, B, D);
+        t1 = fm_now();
+        tm.couple += t1 - t0;
+        tm.draw += t1 - t0;
+        t0 = t1;
+    }
     /* Microbatches keep one pass's activations in cache; each is drawn, run and differentiated
      * before the next. */
     for (long c0 = 0; c0 < tr->nloc; c0 += tr->mb) {
         const int nb = (int)(tr->nloc - c0 < tr->mb ? tr->nloc - c0 : tr->mb);
         const int last = c0 + nb >= tr->nloc;
         const uint32_t first = (uint32_t)(tr->i0 + c0);
-        fm_rng_uniform_rows(tr->t, seed, (uint32_t)step, first, FM_STREAM_T, nb);
-        fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
-        fm_target_draw(tr->z, tr->y, &tr->target, seed, (uint32_t)step, first, nb);
+        fm_path_draw_t(tr->t, &tr->t_dist, seed, (uint32_t)step, first, nb);
+        if (tr->assign) {
+            for (int i = 0; i < nb; i++) {
+                const size_t zi = first + (size_t)i;
+                memcpy(tr->z + (size_t)i * D, tr->z_all + zi * D, sizeof(float) * D);
+                memcpy(tr->x0 + (size_t)i * D, tr->x0_all + (size_t)tr->perm[zi] * D, sizeof(float) * D);
+                tr->y[i] = tr->y_all[zi];
+            }
+        } else {
+            fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
+            fm_target_draw(tr->z, tr->y, &tr->target, seed, (uint32_t)step, first, nb);
+        }
         const int K = tr->model.classes;
         if (K > 0) { /* classifier-free guidance: some samples learn the unlabelled field */
             fm_rng_uniform_rows(tr->drop, seed, (uint32_t)step, first, FM_STREAM_COND, nb);
@@ -155,7 +188,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
     }
     tm.optim += fm_now() - t0;
     if (times) {
-        times->draw += tm.draw; times->forward += tm.forward; times->backward += tm.backward;
+        times->draw += tm.draw; times->couple += tm.couple; times->forward += tm.forward; times->backward += tm.backward;
         times->allreduce += tm.allreduce; times->optim += tm.optim;
     }
     return r;

@@ -138,8 +138,8 @@ int main(int argc, char **argv)
     }
     fm_ckpt_free(&ck);
     for (int s = 0; s < warmup; s++) fm_trainer_step(tr, NULL);
-    double *t_step = malloc(sizeof(double) * steps), *parts[5];
-    for (int k = 0; k < 5; k++) parts[k] = malloc(sizeof(double) * steps);
+    double *t_step = malloc(sizeof(double) * steps), *parts[6];
+    for (int k = 0; k < 6; k++) parts[k] = malloc(sizeof(double) * steps);
     fm_comm_barrier();
     for (int s = 0; s < steps; s++) {
         fm_step_times tm = {0};
@@ -147,15 +147,15 @@ int main(int argc, char **argv)
         fm_trainer_step(tr, &tm);
         t_step[s] = fm_now() - t0;
         parts[0][s] = tm.draw; parts[1][s] = tm.forward; parts[2][s] = tm.backward;
-        parts[3][s] = tm.allreduce; parts[4][s] = tm.optim;
+        parts[3][s] = tm.allreduce; parts[4][s] = tm.optim; parts[5][s] = tm.couple;
     }
     double fwd, bwd;
     tr->model.ops->flops(&fwd, &bwd, &tr->model);
     const double step_flops = (double)cfg.batch * (fwd + bwd);
-    double med[6];
+    double med[7];
     med[0] = median(t_step, steps);
-    for (int k = 0; k < 5; k++) med[k + 1] = median(parts[k], steps);
-    fm_comm_allreduce_max(med, 6); /* the slowest rank sets the pace */
+    for (int k = 0; k < 6; k++) med[k + 1] = median(parts[k], steps);
+    fm_comm_allreduce_max(med, 7); /* the slowest rank sets the pace */
 
     /* The sampler: sample_n trajectories of sample.steps, split over the ranks. */
     cfg.sample_n = sample_n;
@@ -165,7 +165,8 @@ int main(int argc, char **argv)
     double ts = fm_now();
     int *labels = tr->model.classes > 0 ? malloc(sizeof(int) * (size_t)(nloc > 0 ? nloc : 1)) : NULL;
     if (labels) fm_sample_run_labels(labels, &cfg, tr->model.classes, (uint64_t)r0, (uint64_t)nloc);
-    fm_sample_run_integrate(x, NULL, &cfg, &tr->model, tr->params, labels, (uint64_t)r0, (uint64_t)nloc, 0);
+    int *nfe = malloc(sizeof(int) * (size_t)(nloc > 0 ? nloc : 1));
+    fm_sample_run_integrate(x, nfe, NULL, &cfg, &tr->model, tr->params, labels, (uint64_t)r0, (uint64_t)nloc, 0);
     free(labels);
     double sample_time[2] = {fm_now() - ts, 0.0};
     struct rusage ru;
@@ -176,8 +177,11 @@ int main(int argc, char **argv)
     double peak = 0.0;
     if (rank == 0) peak = sgemm_peak();
     fm_comm_bcast(&peak, sizeof peak);
-    const double traj_steps = (double)sample_n * (double)cfg.sample_steps;
-    const double sample_flops = traj_steps * fm_ode_evals(fm_names_find(fm_ode_solver_name, cfg.solver)) * fwd;
+    double evals = 0.0; /* field evaluations of all trajectories */
+    for (long i = 0; i < nloc; i++) evals += nfe[i];
+    free(nfe);
+    fm_comm_allreduce_sum_f64(&evals, 1);
+    const double traj_steps = evals, sample_flops = evals * fwd;
 
     if (rank == 0) {
         const double gflops = step_flops / med[0] / 1e9, limit = peak * P;
@@ -192,11 +196,11 @@ int main(int argc, char **argv)
                "forward %.3f, backward %.3f MFLOP\n", step_flops / 1e6, P, step_flops / limit / 1e6, fwd / 1e6, bwd / 1e6);
         printf("  step time (median of %d)        %8.3f ms  = %.1f GFLOP/s, %.0f%% of %d x peak\n", steps, med[0] * 1e3,
                gflops, 100 * gflops / limit, P);
-        printf("    draw %.3f  forward %.3f  backward %.3f  all-reduce %.3f  optimiser %.3f ms\n", med[1] * 1e3,
-               med[2] * 1e3, med[3] * 1e3, med[4] * 1e3, med[5] * 1e3);
+        printf("    draw %.3f (OT assignment %.3f)  forward %.3f  backward %.3f  all-reduce %.3f  optimiser %.3f ms\n",
+               med[1] * 1e3, med[6] * 1e3, med[2] * 1e3, med[3] * 1e3, med[4] * 1e3, med[5] * 1e3);
         printf("  throughput                      %8.0f samples/s\n", cfg.batch / med[0]);
-        printf("  sampler %ld x %ld %s steps      %8.3f s   = %.3g trajectory-steps/s, %.1f GFLOP/s, %.0f%% of %d x peak\n",
-               sample_n, cfg.sample_steps, cfg.solver, sample_time[0], traj_steps / sample_time[0],
+        printf("  sampler %ld x %.0f %s evaluations %8.3f s   = %.3g evaluations/s, %.1f GFLOP/s, %.0f%% of %d x peak\n",
+               sample_n, evals / (double)sample_n, cfg.solver, sample_time[0], traj_steps / sample_time[0],
                sample_flops / sample_time[0] / 1e9, 100 * sample_flops / sample_time[0] / 1e9 / limit, P);
         printf("  peak resident memory per rank   %8.1f MB\n", sample_time[1]);
         if (json) {
@@ -208,18 +212,18 @@ int main(int argc, char **argv)
             for (int l = 0; l < cfg.hidden.n; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden.v[l]);
             fprintf(f, "\", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
                     "\"fraction_of_peak\": %.4f, \"draw_ms\": %.4f, \"forward_ms\": %.4f, \"backward_ms\": %.4f, "
-                    "\"allreduce_ms\": %.4f, \"optim_ms\": %.4f, \"samples_per_s\": %.1f, \"sampler_n\": %ld, "
-                    "\"sampler_steps\": %ld, \"sampler_s\": %.4f, \"trajectory_steps_per_s\": %.1f, "
+                    "\"allreduce_ms\": %.4f, \"optim_ms\": %.4f, \"couple_ms\": %.4f, \"samples_per_s\": %.1f, \"sampler_n\": %ld, "
+                    "\"sampler_steps\": %ld, \"sampler_s\": %.4f, \"evaluations_per_s\": %.1f, "
                     "\"sampler_fraction_of_peak\": %.4f, \"peak_rss_mb\": %.2f}\n",
                     peak, step_flops / 1e6, med[0] * 1e3, gflops, gflops / limit, med[1] * 1e3, med[2] * 1e3,
-                    med[3] * 1e3, med[4] * 1e3, med[5] * 1e3, cfg.batch / med[0], sample_n, cfg.sample_steps,
+                    med[3] * 1e3, med[4] * 1e3, med[5] * 1e3, med[6] * 1e3, cfg.batch / med[0], sample_n, cfg.sample_steps,
                     sample_time[0], traj_steps / sample_time[0], sample_flops / sample_time[0] / 1e9 / limit,
                     sample_time[1]);
             fclose(f);
         }
     }
     free(x);
-    for (int k = 0; k < 5; k++) free(parts[k]);
+    for (int k = 0; k < 6; k++) free(parts[k]);
     free(t_step);
     fm_trainer_free(tr);
     if (data.mem) fm_data_free(&data);

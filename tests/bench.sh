@@ -13,16 +13,21 @@
 # instead measures the U-Net of jobs/fashion-unet.ini (training images/s at batch 64, and forward
 # evaluations/s of the sampler, unguided) on 1 and $(nproc) ranks, beside PyTorch on the same
 # network, batch and one thread (tests/bench_torch_unet.py, when python3-torch is installed).
+#   bash tests/bench.sh --ot [-r REPEATS] [-o bench-ot.json]
+# instead measures minibatch OT (train.coupling = ot) on the seed model: the step with and without
+# it, and the assignment alone, at global batches 256, 1000 and 4000 on 1 and $(nproc) ranks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=3
 out=bench.json
 unet=0
+ot=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) repeats="$2"; shift 2 ;;
     -o) out="$2"; shift 2 ;;
     --unet) unet=1; [ "$out" = bench.json ] && out=bench-unet.json; shift ;;
+    --ot) ot=1; [ "$out" = bench.json ] && out=bench-ot.json; shift ;;
     --) shift; break ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -92,15 +97,51 @@ print("| | ranks | training images/s | per core | of peak | sampler forwards/s |
 print("|---|---|---|---|---|---|---|---|---|")
 for p in sorted(med):
     r = med[p]
-    fw = r["trajectory_steps_per_s"]
+    fw = r["evaluations_per_s"]
     print(f"| fmtrain | {p} | {r['samples_per_s']:.1f} | {r['samples_per_s'] / p:.1f} | {100 * r['fraction_of_peak']:.0f}% | "
           f"{fw:.1f} | {fw / p:.1f} | {100 * r['sampler_fraction_of_peak']:.0f}% | {r['peak_rss_mb']:.0f} |")
 if torch:
     print(f"| PyTorch {torch['torch']} | 1 thread | {torch['train_images_per_s']:.1f} | {torch['train_images_per_s']:.1f} | | "
           f"{torch['forward_images_per_s']:.1f} | {torch['forward_images_per_s']:.1f} | | |")
     print(f"per core, fmtrain / PyTorch: training {one['samples_per_s'] / torch['train_images_per_s']:.2f}x, "
-          f"sampling {one['trajectory_steps_per_s'] / torch['forward_images_per_s']:.2f}x")
+          f"sampling {one['evaluations_per_s'] / torch['forward_images_per_s']:.2f}x")
 json.dump({"cpu": cpu, "runs": {str(p): r for p, r in med.items()}, "pytorch": torch}, open(out, "w"), indent=2)
+print(f"JSON: {out}")
+PY
+  exit 0
+fi
+if [ "$ot" = 1 ]; then
+  echo "fmbench (OT coupling) on $P cores, $repeats runs each:" >&2
+  for r in $(seq "$repeats"); do
+    for b in 256 1000 4000; do
+      steps=20
+      [ "$b" = 4000 ] && steps=3
+      for np in 1 "$P"; do
+        for c in independent ot; do
+          echo "  batch $b, $np rank(s), $c ($r/$repeats)" >&2
+          "${mpi[@]}" -np "$np" build/tests/fmbench -c jobs/gmm11.ini --train.batch="$b" --train.coupling="$c" \
+            --steps "$steps" --warmup 1 --sample-n 100 --json "$tmp/ot-$b-$np-$c.$r.json" > /dev/null
+        done
+      done
+    done
+  done
+  /usr/bin/python3 - "$tmp" "$out" "$P" <<'PY'
+import glob, json, statistics, sys
+tmp, out, P = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = {}
+for f in glob.glob(f"{tmp}/ot-*.json"):
+    _, b, np_, c = f.split("/")[-1].split(".")[0].split("-")
+    runs.setdefault((int(b), int(np_), c), []).append(json.load(open(f)))
+med = {k: {n: statistics.median(x[n] for x in rs) for n in ("step_ms", "couple_ms")} for k, rs in runs.items()}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+print(f"CPU: {cpu}, {P} cores; seed model (jobs/gmm11.ini), medians of {len(next(iter(runs.values())))} runs")
+print("| global batch | ranks | step ms, independent | step ms, ot | of which the assignment | OT's share of the step |")
+print("|---|---|---|---|---|---|")
+for b, np_ in sorted({(b, n) for b, n, _ in med}):
+    i, o = med[(b, np_, "independent")], med[(b, np_, "ot")]
+    print(f"| {b} | {np_} | {i['step_ms']:.2f} | {o['step_ms']:.2f} | {o['couple_ms']:.2f} | "
+          f"{100 * o['couple_ms'] / o['step_ms']:.0f}% |")
+json.dump({"cpu": cpu, "runs": {f"{b}-{n}-{c}": v for (b, n, c), v in med.items()}}, open(out, "w"), indent=2)
 print(f"JSON: {out}")
 PY
   exit 0

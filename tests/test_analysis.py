@@ -217,3 +217,44 @@ def test_frechet_distance():
     # Gaussians N(0, I) and N(1, 4I): |mu|^2 = 3, tr(I + 4I - 2 * 2I) = 3
     assert abs(fmimages.frechet(a, b) - 6.0) < 0.3
     assert fmimages.frechet(a, a) < 1e-9
+
+
+def test_report_adds_the_kl_estimate_of_logprob(seed_runs, tmp_path):
+    """With RUN_DIR/logprob.h5 (fmtrain logprob's true draws), metrics.json holds
+    E[log p_data - log p_model] over them, as computed from the file by hand."""
+    d = tmp_path / "run"
+    import shutil
+    shutil.copytree(seed_runs[1], d)
+    run(["logprob", "--checkpoint", d / "checkpoint.h5", "--sample.n=500", "--sample.solver=rk4", "--sample.steps=20"])
+    r = subprocess.run([sys.executable, ANALYZE, "report", str(d), "--no-plots"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.load(open(d / "metrics.json"))
+    ck = fmtools.load_checkpoint(d / "checkpoint.h5")
+    with h5py.File(d / "logprob.h5") as f:
+        want = np.mean(fmtools.target_of(ck).logpdf(f["x"][()]) - f["logp"][()])
+    assert m["kl_estimate"] == pytest.approx(want) and m["logprob_points"] == 500
+    assert m["kl_estimate"] > 0.5  # 30 steps of training: far from the data
+    assert "KL(p_data || p_model) estimate" in r.stdout
+
+
+def test_solvers_figure_and_table(seed_runs, tmp_path):
+    """fm_analyze.py solvers: one row per samples file with its solver, evaluations and energy
+    distance; the figure is written."""
+    d = tmp_path / "solvers"
+    d.mkdir()
+    ck = seed_runs[1] / "checkpoint.h5"
+    for name, extra in [("e10", ["--sample.solver=euler", "--sample.steps=10"]),
+                        ("r5", ["--sample.solver=rk4", "--sample.steps=5"]),
+                        ("d5", ["--sample.solver=dopri5", "--sample.atol=1e-3", "--sample.rtol=1e-3"])]:
+        run(["sample", "--checkpoint", ck, "-o", d / f"{name}.h5", "--sample.n=400", *extra])
+    r = subprocess.run([sys.executable, ANALYZE, "solvers", str(d), "--checkpoint", str(ck)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    rows = {x["file"]: x for x in json.load(open(d / "solvers.json"))["runs"]}
+    assert rows["e10.h5"]["nfe_mean"] == 10 and rows["r5.h5"]["nfe_mean"] == 20 and rows["d5.h5"]["steps"] is None
+    with h5py.File(d / "d5.h5") as f:
+        assert rows["d5.h5"]["nfe_mean"] == pytest.approx(f["nfe"][()].mean())
+    s = fmtools.load_samples(d / "e10.h5")
+    want = fmtools.metrics(s.samples, fmtools.target_of(fmtools.load_checkpoint(ck)), seed=0)["energy_distance"]
+    assert rows["e10.h5"]["energy_distance"] == pytest.approx(want)
+    assert (d / "solvers.png").stat().st_size > 10000

@@ -57,11 +57,19 @@ def test_bad_config_creates_no_output_dir(tmp_path):
     ("--model.hidden=16,", ["--model.hidden=16,", "comma-separated"]),
     ("--nosuch.key=1", ["unknown section [nosuch]"]),
     ("--train.nosuch=1", ["unknown key 'nosuch' in [train]"]),
-    ("--sample.solver=rk45", ["solver = 'rk45'", "allowed: euler midpoint rk4"]),
+    ("--sample.solver=rk45", ["solver = 'rk45'", "allowed: euler midpoint heun rk4 dopri5"]),
+    ("--sample.atol=0", ["--sample.atol=0", "from 1e-09 to 1"]),
+    ("--sample.rtol=1e-8", ["--sample.rtol=1e-8", "from 1e-06 to 1"]),
+    ("--sample.divergence=fast", ["divergence = 'fast'", "allowed: auto exact hutchinson"]),
+    ("--train.coupling=sinkhorn", ["coupling = 'sinkhorn'", "allowed: independent ot"]),
+    ("--train.t_dist=beta", ["t_dist = 'beta'", "allowed: uniform logit_normal"]),
+    ("--train.t_std=0", ["--train.t_std=0", "from 0.001 to 10"]),
+    ("--train.t_mean=x", ["--train.t_mean=x", "a number"]),
+    ("--train.batch=20000 --train.coupling=ot", ["coupling = ot with batch = 20000", "batch up to 16384"]),
     ("--data.dim=3", ["dim = 3 with target = gmm_ring"]),
 ])
 def test_bad_override(outdir, override, frags):
-    assert_refused(["-c", SEED_INI, "-o", outdir, override], outdir, *frags)
+    assert_refused(["-c", SEED_INI, "-o", outdir, *override.split()], outdir, *frags)
 
 
 def test_bad_input_under_mpirun_ends_every_rank(outdir):

@@ -1,6 +1,9 @@
+#include <string.h>
+
 #include "check.h"
 #include "fm/names.h"
 #include "fm/path.h"
+#include "fm/rng.h"
 
 int main(void)
 {
@@ -52,5 +55,37 @@ int main(void)
     CHECK_NEAR(fm_path_loss(dout, out, tgt, 2, 2, 0.25f), 5.0, 1e-12);
     CHECK_NEAR(dout[0], 0.5, 1e-7);
     CHECK_NEAR(dout[2], -1.0, 1e-7);
+
+    /* Training times: uniform is the raw uniform stream (the seed's draws, unchanged); logit_normal
+     * has logit(t) ~ N(mean, std^2), inside [0, 1), whatever the batch split. */
+    {
+        enum { N = 20000 };
+        static float t[N], u[N], part[N];
+        const fm_path_t_dist uni = {fm_names_find(fm_path_t_dist_name, "uniform"), 0, 1};
+        fm_path_draw_t(t, &uni, 3, 7, 100, N);
+        fm_rng_uniform_rows(u, 3, 7, 100, FM_STREAM_T, N);
+        CHECK(memcmp(t, u, sizeof t) == 0, "uniform times are the uniform stream");
+        const fm_path_t_dist ln = {fm_names_find(fm_path_t_dist_name, "logit_normal"), 0.5, 0.8};
+        fm_path_draw_t(t, &ln, 3, 7, 100, N);
+        fm_path_draw_t(part, &ln, 3, 7, 100, 1234);
+        fm_path_draw_t(part + 1234, &ln, 3, 7, 100 + 1234, N - 1234);
+        CHECK(memcmp(t, part, sizeof t) == 0, "logit-normal times depend on the split");
+        double m = 0.0, v = 0.0;
+        int inside = 1;
+        for (int i = 0; i < N; i++) {
+            inside &= t[i] >= 0.0f && t[i] < 1.0f;
+            const double l = log(t[i] / (1.0 - t[i]));
+            m += l / N;
+            v += l * l / N;
+        }
+        CHECK(inside, "times outside [0, 1)");
+        CHECK_NEAR(m, 0.5, 0.03);
+        CHECK_NEAR(sqrt(v - m * m), 0.8, 0.03);
+        const fm_path_t_dist far = {ln.dist, 9.0, 10.0}; /* sigmoid rounds to 1 in float: kept below it */
+        fm_path_draw_t(t, &far, 3, 7, 100, N);
+        for (int i = 0; i < N; i++) inside &= t[i] < 1.0f;
+        CHECK(inside, "a time of 1");
+        CHECK(fm_path_t_dist_name(2) == NULL, "names");
+    }
     return check_report("test_path");
 }

@@ -73,7 +73,7 @@ def test_h5dump_and_h5ls_read_both_files(seed_runs):
     expect = {
         "checkpoint.h5": layers + ["/optim/step", "/history/step", "/history/loss", "/history/lr", "/history/val_loss",
                                    "/history/grad_norm", "/history/time", "/data/target_means", "/data/target_std"],
-        "samples.h5": ["/samples", "/trajectories", "/times"],
+        "samples.h5": ["/samples", "/trajectories", "/times", "/nfe"],
     }
     for name, paths in expect.items():
         r = subprocess.run(["h5ls", "-r", str(seed_runs[1] / name)], capture_output=True, text=True)

@@ -11,6 +11,7 @@
 #include "check.h"
 #include "fm/comm.h"
 #include "fm/dist.h"
+#include "fm/field.h"
 #include "fm/fpmode.h"
 #include "fm/ode.h"
 #include "fm/mlp.h"
@@ -134,11 +135,17 @@ static void check_saturated_model(fm_trainer *tr)
     enum { N = 64 };
     float x[N * 2];
     fm_rng_normal(x, 3, 0, 0, FM_STREAM_SAMPLE, N * 2);
-    fm_ode_work *w = fm_ode_work_new(&tr->model, N);
-    fm_ode_integrate(x, NULL, w, tr->params, NULL, 1.0f, N, 0, 5, 0);
-    CHECK(work_subnormals(w->model->impl, m, N) == 0, "the sampler's buffers hold %zu subnormals",
-          work_subnormals(w->model->impl, m, N));
+    fm_field *f = fm_field_new(&tr->model, N);
+    fm_ode_work *w = fm_ode_work_new(N, 2);
+    f->params = tr->params;
+    fm_model_prepare(f->model, tr->params);
+    const fm_ode_field vf = fm_field_velocity_ode(f);
+    const fm_ode_opts o = {0, 5, 0, 0};
+    fm_ode_solve(x, NULL, NULL, w, &vf, &o, 0.0, 1.0, N, 0);
+    CHECK(work_subnormals(f->model->impl, m, N) == 0, "the sampler's buffers hold %zu subnormals",
+          work_subnormals(f->model->impl, m, N));
     fm_ode_work_free(w);
+    fm_field_free(f);
 }
 
 int main(int argc, char **argv)

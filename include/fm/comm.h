@@ -24,6 +24,8 @@ void fm_comm_wait(void);
 
 /* In-place maximum over ranks of n doubles (timings, memory). */
 void fm_comm_allreduce_max(double *buf, int n);
+/* In-place sum over ranks of n doubles (counts, sums of per-row figures). */
+void fm_comm_allreduce_sum_f64(double *buf, int n);
 
 /* 1 when ok is non-zero on every rank: one rank's failure becomes everyone's decision. */
 int fm_comm_all_ok(int ok);

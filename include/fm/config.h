@@ -39,12 +39,17 @@ typedef struct {
     long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, microbatch, threads;
     double cond_drop;
     long eval_every, eval_n;
+    char coupling[FM_NAME_MAX]; /* a name of fm_coupling_name */
+    char t_dist[FM_NAME_MAX];   /* a name of fm_path_t_dist_name */
+    double t_mean, t_std;       /* logit_normal: t = sigmoid(t_mean + t_std n) */
     char resume[FM_NAME_MAX]; /* auto | never | always */
     char overlap[FM_NAME_MAX]; /* on | off */
     char progress[FM_NAME_MAX]; /* auto | line | plain */
     /* [sample] */
     long sample_n, sample_steps, sample_seed, trajectories, sample_batch;
     char solver[FM_NAME_MAX];
+    double atol, rtol;          /* adaptive solvers */
+    char divergence[FM_NAME_MAX]; /* logprob: auto | exact | hutchinson */
     double guidance;
     char sample_classes[FM_PATH_MAX]; /* all | K | K1,K2,... */
     char sample_weights[FM_NAME_MAX]; /* ema | raw */

@@ -86,4 +86,8 @@ void fm_mlp_backward(float *grad /* [nparams] */, fm_mlp_work *w, const fm_mlp *
                      const float *params, const float *dout /* [n, dim] */, int n,
                      fm_model_grad_done done, void *ctx);
 
+/* After a forward on the same rows: J dx [n, dim], the output's Jacobian with respect to x times
+ * dx (inside w, in its backward's scratch). */
+const float *fm_mlp_jvp(fm_mlp_work *w, const fm_mlp *m, const float *params, const float *dx /* [n, dim] */, int n);
+
 #endif

@@ -51,6 +51,9 @@ typedef struct {
     /* Adds dL/dparams into grad from dL/d(output), after the forward of the same rows. */
     void (*backward)(float *grad /* [nparams] */, void *work, const fm_model *m, const float *params,
                      const float *dout /* [n, dim] */, int n, fm_model_grad_done done, void *ctx);
+    /* Optional (NULL: the model has none; fmtrain logprob refuses it): after a forward on the
+     * same rows, J dx, the output's Jacobian with respect to x times dx, [n, dim] inside work. */
+    const float *(*jvp)(void *work, const fm_model *m, const float *params, const float *dx /* [n, dim] */, int n);
 } fm_model_ops;
 
 struct fm_model {
@@ -93,5 +96,7 @@ void fm_model_prepare(fm_model_work *w, const float *params);
 const float *fm_model_forward(fm_model_work *w, const float *params, const fm_model_in *in);
 void fm_model_backward(float *grad /* [nparams] */, fm_model_work *w, const float *params,
                        const float *dout /* [n, dim] */, int n, fm_model_grad_done done, void *ctx);
+/* The model's jvp op (which it must have). */
+const float *fm_model_jvp(fm_model_work *w, const float *params, const float *dx /* [n, dim] */, int n);
 
 #endif

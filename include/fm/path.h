@@ -3,6 +3,8 @@
 #ifndef FM_PATH_H
 #define FM_PATH_H
 
+#include <stdint.h>
+
 typedef struct {
     int schedule;     /* index in the schedule list (fm_path_schedule_name) */
     double eps;       /* sqrt: beta' = -0.5 / (sqrt(1-t) + eps), keeps the target finite at t -> 1 */
@@ -28,5 +30,17 @@ void fm_path_sample(float *xt /* [n, dim] */, float *u /* [n, dim] */, const fm_
  * scale = 1/(B*D) over the global batch B it is DESIGN.md's loss and its gradient. */
 double fm_path_loss(float *dout /* [n, dim] */, const float *out /* [n, dim] */,
                     const float *u /* [n, dim] */, int n, int dim, float scale);
+
+/* Training times: "uniform" "logit_normal", the list of fm/names.h. */
+const char *fm_path_t_dist_name(int i);
+
+typedef struct {
+    int dist;          /* index in fm_path_t_dist_name */
+    double mean, std;  /* logit_normal: t = sigmoid(mean + std n), n ~ N(0, 1) */
+} fm_path_t_dist;
+
+/* The times of n consecutive samples index0.. of a step, from stream FM_STREAM_T: a pure function
+ * of (seed, step, index), in [0, 1). */
+void fm_path_draw_t(float *t /* [n] */, const fm_path_t_dist *d, uint64_t seed, uint32_t step, uint32_t index0, int n);
 
 #endif

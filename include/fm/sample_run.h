@@ -8,16 +8,26 @@
 #include "fm/config.h"
 #include "fm/dataset.h"
 #include "fm/model.h"
+#include "fm/ode.h"
+
+/* The solver options of the [sample] keys; returns 1 for an adaptive solver. */
+int fm_sample_run_opts(fm_ode_opts *o, const fm_config *cfg);
 
 /* This rank's share of the integration, no I/O: rows r0 .. r0+nloc of the n trajectories
- * (x0 of row j from (sample.seed, j)) integrated to x; the first mloc also recorded in traj.
- * In chunks of sample.batch rows, each integrated to t = 1 while it is in cache. */
-void fm_sample_run_integrate(float *x /* [nloc, dim] */, float *traj /* [mloc, steps + 1, dim] */,
+ * (x0 of row j from (sample.seed, j)) integrated to x, with each one's field evaluations in nfe
+ * (may be NULL); the first mloc also recorded in traj. In chunks of sample.batch rows, each
+ * integrated to t = 1 while it is in cache. */
+void fm_sample_run_integrate(float *x /* [nloc, dim] */, int *nfe /* [nloc] */, float *traj /* [mloc, steps + 1, dim] */,
                              const fm_config *cfg, const fm_model *m, const float *params,
                              const int *y /* [nloc] labels, or NULL */, uint64_t r0, uint64_t nloc, uint64_t mloc);
 
 /* The labels of trajectories r0 .. r0+nloc per sample.classes (all: j mod classes). */
 void fm_sample_run_labels(int *y /* [nloc] */, const fm_config *cfg, int classes, uint64_t r0, uint64_t nloc);
+
+/* Collective, after every rank wrote its part of tmp (rc: this rank's 0 or -1): rank 0 fsyncs
+ * tmp and renames it onto path; on any failure tmp is removed, path left as it was, and every
+ * rank returns -1 with err. */
+int fm_sample_run_commit(const char *tmp, const char *path, int rc, char *err, int cap);
 
 /* Collective. Writes path atomically (temporary file, then rename by rank 0); a conditional
  * model's trajectories get labels (sample.classes), guided by sample.guidance, and /labels.

@@ -4,6 +4,7 @@
 #define FM_TRAIN_H
 
 #include "fm/config.h"
+#include "fm/coupling.h"
 #include "fm/dist.h"
 #include "fm/model.h"
 #include "fm/optim.h"
@@ -16,7 +17,7 @@ enum { FM_SLOT_LOSS = 0, FM_SLOT_STOP = 1, FM_NSLOTS = 2 };
 
 /* Seconds spent in each part of the steps taken, summed. */
 typedef struct {
-    double draw, forward, backward, allreduce, optim;
+    double draw, couple, forward, backward, allreduce, optim; /* couple: the OT assignment (in draw too) */
 } fm_step_times;
 
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
     fm_config cfg;
     fm_model model;
     fm_path path;
+    fm_path_t_dist t_dist;
     fm_optim optim;
     float *params, *m, *v;        /* [nparams] each, one layout */
     float *ema;                   /* [nparams] the weights' moving average (optim.ema > 0), else NULL */
@@ -46,6 +48,10 @@ typedef struct {
     int *y;                       /* [mb] labels, when the target has classes */
     float *drop;                  /* [mb] uniforms of the label dropout */
     fm_model_work *work;
+    /* train.coupling = ot: the whole global batch's draws, and the pairing of its rows */
+    float *x0_all, *z_all;        /* [batch, D] */
+    int *y_all, *perm;            /* [batch] labels; perm[i]: the x0 row paired with z row i */
+    fm_assign_work *assign;
     int overlap;                  /* all-reduce each finished gradient range during the backward */
     const fm_dataset *test;       /* held-out rows for the validation loss, or NULL */
 } fm_trainer;

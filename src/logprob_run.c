@@ -1,0 +1,153 @@
+#include "fm/logprob_run.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fm/clock.h"
+#include "fm/comm.h"
+#include "fm/error.h"
+#include "fm/field.h"
+#include "fm/fpmode.h"
+#include "fm/h5io.h"
+#include "fm/ode.h"
+#include "fm/rng.h"
+#include "fm/sample_run.h"
+#include "fm/target.h"
+
+int fm_logprob_exact(const fm_config *cfg, int dim)
+{
+    return strcmp(cfg->divergence, "exact") == 0 || (strcmp(cfg->divergence, "auto") == 0 && dim <= 16);
+}
+
+/* This rank's points r0 .. r0+n: rows of data, or draws of the target. */
+static void points_of(float *x /* [n, D] */, const fm_config *cfg, const fm_dataset *data, uint64_t r0, uint64_t n)
+{
+    if (data) {
+        uint64_t rows[64];
+        for (uint64_t c0 = 0; c0 < n; c0 += 64) {
+            const int m = (int)(n - c0 < 64 ? n - c0 : 64);
+            for (int i = 0; i < m; i++) rows[i] = r0 + c0 + (uint64_t)i;
+            fm_dataset_rows(x + c0 * (uint64_t)data->dim, data, rows, m);
+        }
+        return;
+    }
+    fm_target t;
+    char err[512];
+    if (fm_target_build(&t, cfg, NULL, err, sizeof err)) FM_FATAL("%s", err); /* validated: a bug */
+    int *y = fm_malloc(sizeof(int) * (n ? n : 1));
+    fm_target_draw(x, y, &t, (uint64_t)cfg->sample_seed, 0, (uint32_t)r0, (int)n);
+    free(y);
+    fm_target_free(&t);
+}
+
+/* Integrates this rank's points back to t = 0: x0, l (= log p_1 - log p_0) and nfe per point. */
+static void integrate(float *x0 /* [n, D] */, float *l /* [n] */, int *nfe /* [n] */, const float *x /* [n, D] */,
+                      const fm_config *cfg, const fm_model *m, const float *params, uint64_t r0, uint64_t n)
+{
+    fm_fpmode_set(); /* this thread computes: subnormals flushed (fm/fpmode.h) */
+    const int D = m->dim, W = D + 1;
+    const int chunk = (int)(cfg->sample_batch < (long)n ? cfg->sample_batch : (long)n);
+    if (chunk == 0) return;
+    fm_ode_opts o;
+    fm_sample_run_opts(&o, cfg);
+    fm_field *f = fm_field_new(m, chunk);
+    fm_ode_work *w = fm_ode_work_new(chunk, W);
+    float *s = fm_malloc(sizeof(float) * (size_t)chunk * W);
+    float *probe = fm_logprob_exact(cfg, D) ? NULL : fm_malloc(sizeof(float) * (size_t)chunk * D);
+    f->params = params;
+    fm_model_prepare(f->model, params);
+    const fm_ode_field field = fm_field_logp_ode(f);
+    for (uint64_t c0 = 0; c0 < n; c0 += (uint64_t)chunk) {
+        const int nb = (int)(n - c0 < (uint64_t)chunk ? n - c0 : (uint64_t)chunk);
+        for (int i = 0; i < nb; i++) {
+            memcpy(s + (size_t)i * W, x + (c0 + (uint64_t)i) * D, sizeof(float) * D);
+            s[(size_t)i * W + D] = 0.0f;
+        }
+        if (probe) { /* Rademacher: one fixed probe per point, from (sample.seed, point) */
+            for (int i = 0; i < nb; i++)
+                fm_rng_uniform(probe + (size_t)i * D, (uint64_t)cfg->sample_seed, 0, (uint32_t)(r0 + c0 + (uint64_t)i),
+                               FM_STREAM_EVAL, D);
+            for (size_t k = 0; k < (size_t)nb * D; k++) probe[k] = probe[k] < 0.5f ? -1.0f : 1.0f;
+            f->probe = probe;
+        }
+        if (fm_ode_solve(s, nfe + c0, NULL, w, &field, &o, 1.0, 0.0, nb, 0))
+            FM_FATAL("[sample] solver = dopri5 did not reach t = 0 within %d steps of a point: atol = %g, rtol = %g "
+                     "are too small for float arithmetic (or the field is not finite)", FM_ODE_MAX_STEPS, cfg->atol,
+                     cfg->rtol);
+        for (int i = 0; i < nb; i++) {
+            memcpy(x0 + (c0 + (uint64_t)i) * D, s + (size_t)i * W, sizeof(float) * D);
+            l[c0 + (uint64_t)i] = s[(size_t)i * W + D];
+        }
+    }
+    free(probe);
+    free(s);
+    fm_ode_work_free(w);
+    fm_field_free(f);
+}
+
+int fm_logprob_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
+                   const float *params, int ema, const fm_dataset *data, const char *points, long checkpoint_step,
+                   char *err, int cap)
+{
+    const int P = fm_comm_size(), r = fm_comm_rank(), D = m->dim;
+    const uint64_t N = data ? data->n : (uint64_t)cfg->sample_n;
+    const uint64_t r0 = N * (uint64_t)r / (uint64_t)P, n = N * (uint64_t)(r + 1) / (uint64_t)P - r0;
+    const double t0 = fm_now();
+    float *x = fm_malloc(sizeof(float) * (n ? n : 1) * D), *x0 = fm_malloc(sizeof(float) * (n ? n : 1) * D);
+    float *l = fm_malloc(sizeof(float) * (n ? n : 1)), *logp = fm_malloc(sizeof(float) * (n ? n : 1));
+    float *logp0 = fm_malloc(sizeof(float) * (n ? n : 1));
+    int *nfe = fm_malloc(sizeof(int) * (n ? n : 1));
+    points_of(x, cfg, data, r0, n);
+    integrate(x0, l, nfe, x, cfg, m, params, r0, n);
+    double sums[3] = {0.0, 0.0, 0.0}, nfe_max = 0.0; /* log p, nfe, non-finite */
+    for (uint64_t i = 0; i < n; i++) {
+        logp0[i] = (float)fm_field_gauss_logpdf(x0 + i * D, D, cfg->source_std);
+        logp[i] = logp0[i] + l[i];
+        sums[0] += logp[i];
+        sums[1] += nfe[i];
+        sums[2] += !isfinite(logp[i]);
+        nfe_max = fmax(nfe_max, nfe[i]);
+    }
+    fm_comm_allreduce_sum_f64(sums, 3);
+    fm_comm_allreduce_max(&nfe_max, 1);
+    const double t1 = fm_now();
+
+    char tmp[FM_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    fm_h5 f = fm_h5_create(tmp, 1);
+    int rc = fm_comm_all_ok(f >= 0) ? 0 : -1;
+    if (rc == 0) {
+        const uint64_t xd[2] = {N, (uint64_t)D};
+        fm_ode_opts o;
+        const int adaptive = fm_sample_run_opts(&o, cfg);
+        rc = fm_h5_stamp(f, "logprob") || fm_h5_attr_str(f, "/", "config", config_text) ||
+             fm_h5_attr_str(f, "/", "points", points) || fm_h5_attr_str(f, "/", "solver", cfg->solver) ||
+             (adaptive ? fm_h5_attr_f64(f, "/", "atol", cfg->atol) || fm_h5_attr_f64(f, "/", "rtol", cfg->rtol)
+                       : fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps)) ||
+             fm_h5_attr_str(f, "/", "divergence", fm_logprob_exact(cfg, D) ? "exact" : "hutchinson") ||
+             fm_h5_attr_i64(f, "/", "checkpoint_step", checkpoint_step) ||
+             fm_h5_attr_str(f, "/", "weights", ema ? "ema" : "raw") ||
+             fm_h5_attr_f64(f, "/", "mean_logp", N ? sums[0] / (double)N : 0.0) ||
+             fm_h5_attr_f64(f, "/", "nfe_mean", N ? sums[1] / (double)N : 0.0) ||
+             fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)nfe_max) ||
+             fm_h5_write_f32_rows(f, "/x", x, 2, xd, r0, n) || fm_h5_write_f32_rows(f, "/x0", x0, 2, xd, r0, n) ||
+             fm_h5_write_f32_rows(f, "/logp", logp, 1, xd, r0, n) ||
+             fm_h5_write_f32_rows(f, "/logp0", logp0, 1, xd, r0, n) ||
+             fm_h5_write_i32_rows(f, "/nfe", nfe, 1, xd, r0, n) ? -1 : 0;
+        if (fm_h5_close(f)) rc = -1;
+        rc = fm_comm_all_ok(rc == 0) ? 0 : -1;
+    }
+    free(x); free(x0); free(l); free(logp); free(logp0); free(nfe);
+    if (fm_sample_run_commit(tmp, path, rc, err, cap)) return -1;
+    if (r == 0) {
+        printf("log-likelihood of %llu points (%s) on %d rank%s: mean log p = %.4f nats (%s divergence, %s, "
+               "%.1f evaluations a point, at most %.0f) in %.2f s; wrote %s\n", (unsigned long long)N, points, P,
+               P > 1 ? "s" : "", N ? sums[0] / (double)N : 0.0, fm_logprob_exact(cfg, D) ? "exact" : "Hutchinson",
+               cfg->solver, N ? sums[1] / (double)N : 0.0, nfe_max, t1 - t0, path);
+        if (sums[2] > 0) printf("warning: %.0f points have a log-likelihood that is not finite\n", sums[2]);
+        fflush(stdout);
+    }
+    return 0;
+}
