@@ -68,6 +68,17 @@ void fm_comm_allreduce_sum_f64(double *buf, int n)
     MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
 }
 
+void fm_comm_allreduce_sum_i64(int64_t *buf, size_t n)
+{
+    if (g_size == 1) return;
+    while (n > 0) {
+        int c = n > (size_t)INT_MAX ? INT_MAX : (int)n;
+        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+        buf += c;
+        n -= (size_t)c;
+    }
+}
+
 static MPI_Request g_pending[FM_COMM_MAX_PENDING];
 static int g_npending = 0;
 

@@ -98,6 +98,8 @@ static const key_spec keys[] = {
     {"train", "eval_every", T_INT, OFF(eval_every), 0, 1e9, 0, 0, "0", 0,
      "the loss on the held-out rows (/x_test) every this many steps, into the history; 0 = never"},
     {"train", "eval_n", T_INT, OFF(eval_n), 1, 1e9, 0, 0, "2000", 0, "held-out rows the validation loss uses (the first ones)"},
+    {"train", "deterministic", T_INT, OFF(deterministic), 0, 1 << 20, 0, 0, "0", 0,
+     "K > 0: the global batch cut into K shards whose gradients are computed alone and summed exactly (fixed point), so the run is the same bits on any number of ranks dividing K (and the same train.threads); 0 = off"},
     {"train", "coupling", T_WORD, OFF(coupling), 0, 0, 0, fm_coupling_name, "independent", 1,
      "pairs of x0 and z: independent draws, or ot: an optimal assignment (squared distance) over the whole global batch, the same on any number of ranks"},
     {"train", "t_dist", T_WORD, OFF(t_dist), 0, 0, 0, fm_path_t_dist_name, "uniform", 1,
@@ -381,6 +383,16 @@ int fm_config_validate(const fm_config *c, char *err, int cap)
     if (nl < 0) {
         fm_errorf(err, cap, "[sample] classes = '%s': allowed: all, a label, or up to 256 labels K1,K2,...",
                   c->sample_classes);
+        return -1;
+    }
+    if (c->deterministic > c->batch) {
+        fm_errorf(err, cap, "[train] deterministic = %ld shards of batch = %ld: allowed: at most one shard per sample",
+                  c->deterministic, c->batch);
+        return -1;
+    }
+    if (c->deterministic > 0 && strcmp(c->overlap, "on") == 0) {
+        fm_errorf(err, cap, "[train] deterministic = %ld sums the shards after the backward: allowed with overlap = off",
+                  c->deterministic);
         return -1;
     }
     if (strcmp(c->coupling, "ot") == 0 && c->batch > FM_OT_MAX_BATCH) {

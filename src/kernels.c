@@ -1,6 +1,7 @@
 #include "fm/kernels.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -70,6 +71,32 @@ FM_CLONES static void silu_backward(float *g, const float *pre, const float *sig
 {
     /* silu'(x) = s (1 + x (1 - s)), s = sigmoid(x) kept by the forward */
     for (size_t i = 0; i < n; i++) g[i] *= sig[i] * (1.0f + pre[i] * (1.0f - sig[i]));
+}
+
+FM_CLONES float fm_kern_absmax(const float *x, size_t n)
+{
+    /* The bits of |x| order as |x| does, with NaN above infinity: an integer max. */
+    uint32_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, x + i, sizeof b);
+        b &= 0x7fffffffu;
+        m = b > m ? b : m;
+    }
+    if (m > 0x7f800000u) return INFINITY;
+    float f;
+    memcpy(&f, &m, sizeof f);
+    return f;
+}
+
+FM_CLONES void fm_kern_fixed_add(int64_t *acc, const float *g, double up, size_t n)
+{
+    for (size_t i = 0; i < n; i++) acc[i] += (int64_t)((double)g[i] * up);
+}
+
+FM_CLONES void fm_kern_fixed_to_float(float *g, const int64_t *acc, double down, size_t n)
+{
+    for (size_t i = 0; i < n; i++) g[i] = (float)((double)acc[i] * down);
 }
 
 FM_CLONES void fm_kern_silu(float *y, const float *x, size_t n)

@@ -193,6 +193,11 @@ static int cmd_train(int argc, char **argv, int first)
     if (outdir) snprintf(cfg.dir, sizeof cfg.dir, "%s", outdir);
     if (resume) snprintf(cfg.resume, sizeof cfg.resume, "always");
     validate(&cfg);
+    if (cfg.deterministic > 0 && cfg.deterministic % fm_comm_size()) {
+        fm_errorf(err, sizeof err, "[train] deterministic = %ld on %d ranks: allowed: a number of ranks that divides %ld",
+                  cfg.deterministic, fm_comm_size(), cfg.deterministic);
+        fail_all(err);
+    }
     make_outdir(cfg.dir);
     return fm_train_run(&cfg, cfg.dir);
 }

@@ -70,7 +70,13 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
         tr->assign = fm_assign_work_new((int)B);
     }
     /* Every rank must make the same collective calls, so overlap needs every shard non-empty. */
-    tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P;
+    tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P && cfg->deterministic == 0;
+    if (cfg->deterministic > 0) {
+        FM_CHECK(cfg->deterministic % P == 0, "train.deterministic = %ld on %d ranks (not a divisor)", cfg->deterministic, P);
+        tr->nshards = (int)(cfg->deterministic / P);
+        tr->shard_grad = fm_malloc(sizeof(float) * (size_t)tr->nshards * (n + FM_NSLOTS));
+        tr->fixed = fm_malloc(sizeof(int64_t) * (n + FM_NSLOTS));
+    }
     return tr;
 }
 
@@ -81,6 +87,7 @@ void fm_trainer_free(fm_trainer *tr)
     free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout); free(tr->y); free(tr->drop);
     free(tr->ema);
     free(tr->x0_all); free(tr->z_all); free(tr->y_all); free(tr->perm);
+    free(tr->shard_grad); free(tr->fixed);
     fm_assign_work_free(tr->assign);
     fm_dist_free(tr->source);
     fm_model_work_free(tr->work);
@@ -99,6 +106,98 @@ static void grad_done(void *ctx, size_t lo, size_t hi)
     fm_comm_progress();
 }
 
+/* What the all-reduce carries besides gradients: the shard's loss, a test-only fault, and the stop
+ * request (every rank's travels with the gradient: all stop at the same step). */
+static void fill_slots(float *grad /* [nparams + FM_NSLOTS] */, size_t n, double loss, float scale, long step)
+{
+    grad[n + FM_SLOT_LOSS] = (float)(scale * loss);
+    if (fm_comm_rank() == 0 && fm_fault("nan_at_step", step)) grad[0] = NAN; /* test-only */
+    grad[n + FM_SLOT_STOP] = fm_stop_requested() ? 1.0f : 0.0f;
+}
+
+/* Samples [first, first + count) of the step, in microbatches that keep one pass's activations in
+ * cache (each drawn, run and differentiated before the next), their gradient added into grad.
+ * Returns their summed squared error. overlap: the slots are filled before the last backward, so
+ * that its all-reduces carry them. */
+static double run_samples(fm_trainer *tr, float *grad, long first, long count, long step, float scale, int overlap,
+                          fm_step_times *tm, double *t0)
+{
+    const fm_config *cfg = &tr->cfg;
+    const int D = tr->model.dim, K = tr->model.classes;
+    const uint64_t seed = (uint64_t)cfg->seed;
+    double loss = 0.0, t1;
+    for (long c0 = 0; c0 < count; c0 += tr->mb) {
+        const int nb = (int)(count - c0 < tr->mb ? count - c0 : tr->mb);
+        const int last = c0 + nb >= count;
+        const uint32_t i0 = (uint32_t)(first + c0);
+        fm_path_draw_t(tr->t, &tr->t_dist, seed, (uint32_t)step, i0, nb);
+        if (tr->assign) {
+            for (int i = 0; i < nb; i++) {
+                const size_t zi = i0 + (size_t)i;
+                memcpy(tr->z + (size_t)i * D, tr->z_all + zi * D, sizeof(float) * D);
+                memcpy(tr->x0 + (size_t)i * D, tr->x0_all + (size_t)tr->perm[zi] * D, sizeof(float) * D);
+                tr->y[i] = tr->y_all[zi];
+            }
+        } else {
+            fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, i0, FM_STREAM_X0, nb);
+            fm_target_draw(tr->z, tr->y, &tr->target, seed, (uint32_t)step, i0, nb);
+        }
+        if (K > 0) { /* classifier-free guidance: some samples learn the unlabelled field */
+            fm_rng_uniform_rows(tr->drop, seed, (uint32_t)step, i0, FM_STREAM_COND, nb);
+            for (int i = 0; i < nb; i++)
+                if (tr->drop[i] < (float)cfg->cond_drop) tr->y[i] = K;
+        }
+        fm_path_sample(tr->xt, tr->u, &tr->path, tr->t, tr->x0, tr->z, nb, D);
+        t1 = fm_now(); tm->draw += t1 - *t0; *t0 = t1;
+        const fm_model_in in = {tr->xt, tr->t, 0.0f, K > 0 ? tr->y : NULL, nb};
+        const float *out = fm_model_forward(tr->work, tr->params, &in);
+        loss += fm_path_loss(tr->dout, out, tr->u, nb, D, scale);
+        t1 = fm_now(); tm->forward += t1 - *t0; *t0 = t1;
+        if (overlap && last) fill_slots(grad, tr->model.nparams, loss, scale, step);
+        fm_model_backward(grad, tr->work, tr->params, tr->dout, nb, overlap && last ? grad_done : NULL, tr);
+        t1 = fm_now(); tm->backward += t1 - *t0; *t0 = t1;
+    }
+    return loss;
+}
+
+/* Deterministic mode (train.deterministic = K): this rank's shards, each computed alone into its
+ * own buffer, then summed exactly: every value in fixed point (int64, scaled by a power of two
+ * from the largest value of any shard: one max all-reduce; truncated, so values below 2^-61 of
+ * the largest are lost), an integer all-reduce, and back. An
+ * integer sum does not depend on its order, so the gradient is the same bits on any P dividing K. */
+static void deterministic_sum(fm_trainer *tr, long step, float scale, fm_step_times *tm, double *t0)
+{
+    const fm_config *cfg = &tr->cfg;
+    const size_t n = tr->model.nparams, len = n + FM_NSLOTS;
+    const long K = cfg->deterministic, k0 = K * fm_comm_rank() / fm_comm_size();
+    double m = 0.0;
+    for (int s = 0; s < tr->nshards; s++) {
+        const long k = k0 + s, first = cfg->batch * k / K, count = cfg->batch * (k + 1) / K - first;
+        float *g = tr->shard_grad + (size_t)s * len;
+        memset(g, 0, sizeof(float) * len);
+        const double loss = run_samples(tr, g, first, count, step, scale, 0, tm, t0);
+        fill_slots(g, n, loss, scale, step);
+        if (s > 0) g[n + FM_SLOT_STOP] = 0.0f; /* one request per rank */
+        m = fmax(m, (double)fm_kern_absmax(g, len));
+    }
+    fm_comm_allreduce_max(&m, 1);
+    if (!isfinite(m)) { /* the step is not applied (fm_trainer_step's finiteness check) */
+        for (size_t i = 0; i < len; i++) tr->grad[i] = NAN;
+        tr->grad[n + FM_SLOT_STOP] = 0.0f;
+        return;
+    }
+    /* 2^E: K values of at most m sum below 2^62 */
+    int e = 0;
+    frexp(m, &e); /* m < 2^e */
+    int kbits = 0;
+    while ((1L << kbits) < K) kbits++;
+    const double up = ldexp(1.0, 61 - e - kbits), down = ldexp(1.0, -(61 - e - kbits));
+    memset(tr->fixed, 0, sizeof(int64_t) * len);
+    for (int s = 0; s < tr->nshards; s++) fm_kern_fixed_add(tr->fixed, tr->shard_grad + (size_t)s * len, up, len);
+    fm_comm_allreduce_sum_i64(tr->fixed, len);
+    fm_kern_fixed_to_float(tr->grad, tr->fixed, down, len);
+}
+
 fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
 {
     const fm_config *cfg = &tr->cfg;
@@ -112,7 +211,7 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
      * global batch's gradient however the batch is split. */
     const float scale = 1.0f / (float)((double)cfg->batch * D);
     fm_step_times tm = {0};
-    double loss = 0.0, t0 = fm_now(), t1;
+    double t0 = fm_now(), t1;
 
     FM_CHECK(fm_fpmode_ok(), "the floating-point mode of this thread does not flush subnormals (fm_fpmode_set "
              "runs in fm_trainer_new; something reset it since)");
@@ -132,51 +231,15 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         tm.draw += t1 - t0;
         t0 = t1;
     }
-    /* Microbatches keep one pass's activations in cache; each is drawn, run and differentiated
-     * before the next. */
-    for (long c0 = 0; c0 < tr->nloc; c0 += tr->mb) {
-        const int nb = (int)(tr->nloc - c0 < tr->mb ? tr->nloc - c0 : tr->mb);
-        const int last = c0 + nb >= tr->nloc;
-        const uint32_t first = (uint32_t)(tr->i0 + c0);
-        fm_path_draw_t(tr->t, &tr->t_dist, seed, (uint32_t)step, first, nb);
-        if (tr->assign) {
-            for (int i = 0; i < nb; i++) {
-                const size_t zi = first + (size_t)i;
-                memcpy(tr->z + (size_t)i * D, tr->z_all + zi * D, sizeof(float) * D);
-                memcpy(tr->x0 + (size_t)i * D, tr->x0_all + (size_t)tr->perm[zi] * D, sizeof(float) * D);
-                tr->y[i] = tr->y_all[zi];
-            }
-        } else {
-            fm_dist_sample(tr->x0, tr->source, seed, (uint32_t)step, first, FM_STREAM_X0, nb);
-            fm_target_draw(tr->z, tr->y, &tr->target, seed, (uint32_t)step, first, nb);
-        }
-        const int K = tr->model.classes;
-        if (K > 0) { /* classifier-free guidance: some samples learn the unlabelled field */
-            fm_rng_uniform_rows(tr->drop, seed, (uint32_t)step, first, FM_STREAM_COND, nb);
-            for (int i = 0; i < nb; i++)
-                if (tr->drop[i] < (float)cfg->cond_drop) tr->y[i] = K;
-        }
-        fm_path_sample(tr->xt, tr->u, &tr->path, tr->t, tr->x0, tr->z, nb, D);
-        t1 = fm_now(); tm.draw += t1 - t0; t0 = t1;
-        const fm_model_in in = {tr->xt, tr->t, 0.0f, K > 0 ? tr->y : NULL, nb};
-        const float *out = fm_model_forward(tr->work, tr->params, &in);
-        loss += fm_path_loss(tr->dout, out, tr->u, nb, D, scale);
-        t1 = fm_now(); tm.forward += t1 - t0; t0 = t1;
-        if (last) {
-            /* Everything the all-reduce carries besides gradients is known now. */
-            slots[FM_SLOT_LOSS] = (float)(scale * loss);
-            if (fm_comm_rank() == 0 && fm_fault("nan_at_step", step)) tr->grad[0] = NAN; /* test-only */
-            /* Every rank's stop request travels with the gradient: all stop at the same step. */
-            slots[FM_SLOT_STOP] = fm_stop_requested() ? 1.0f : 0.0f;
-        }
-        fm_model_backward(tr->grad, tr->work, tr->params, tr->dout, nb, overlap && last ? grad_done : NULL, tr);
-        t1 = fm_now(); tm.backward += t1 - t0; t0 = t1;
+    if (tr->shard_grad) {
+        deterministic_sum(tr, step, scale, &tm, &t0);
+    } else {
+        const double loss = run_samples(tr, tr->grad, tr->i0, tr->nloc, step, scale, overlap, &tm, &t0);
+        if (!overlap) fill_slots(tr->grad, n, loss, scale, step);
+        if (overlap) fm_comm_wait();
+        else fm_comm_allreduce_sum(tr->grad, n + FM_NSLOTS);
     }
-    if (tr->nloc == 0) slots[FM_SLOT_STOP] = fm_stop_requested() ? 1.0f : 0.0f;
-    if (overlap) fm_comm_wait();
-    else fm_comm_allreduce_sum(tr->grad, n + FM_NSLOTS);
-    t1 = fm_now(); tm.allreduce += t1 - t0; t0 = t1;
-
+    t1 = fm_now(); tm.allreduce += t1 - t0; t0 = t1; /* deterministic: with the fixed-point conversions */
     fm_step_result r = {slots[FM_SLOT_LOSS], 0.0, fm_optim_lr(optim, step, cfg->steps), 1, slots[FM_SLOT_STOP] > 0.0f};
     r.grad_norm = fm_optim_clip(tr->grad, n, optim->clip);
     r.finite = isfinite(r.loss) && isfinite(r.grad_norm);

@@ -3,7 +3,8 @@
 #   bash tests/bench.sh [-r REPEATS] [-o bench.json] [-- fmbench options, e.g. -c jobs/gmm11.ini]
 # Builds fmbench, then runs it (each setting REPEATS times, medians quoted) on
 #   1 rank; P = $(nproc) ranks with the same global batch (strong) and with P times it (weak);
-#   1 rank with P BLAS threads (the hybrid alternative); P ranks with train.overlap on and off;
+#   1 rank with P BLAS threads (the hybrid alternative); P ranks with train.overlap on and off, and
+#   with train.deterministic = 8;
 #   and the wide model (hidden 1024,1024,1024) on P ranks with overlap off and on. Then what users
 #   run: the whole seed job (5000 steps of jobs/gmm11.ini, no sampling) on 1 and on P ranks, its
 #   training time from fmtrain's log, and the step and the sampler of the model it trained
@@ -155,6 +156,7 @@ for r in $(seq "$repeats"); do
   run weak "$P" --train.batch=$((batch * P))
   run threads 1 --train.threads="$P" --sample.batch=1024
   run overlap "$P" --train.overlap=on
+  run deterministic "$P" --train.deterministic=8
   run wide "$P" --model.hidden=1024,1024,1024 --train.overlap=off --steps 30 --warmup 5 --sample-n 200
   run wide_overlap "$P" --model.hidden=1024,1024,1024 --train.overlap=on --steps 30 --warmup 5 --sample-n 200
   seed_job 1
@@ -208,6 +210,9 @@ print(f"{P} ranks x 1 thread: {strong['step_ms']:.3f} ms a step; 1 rank x {P} th
       f"-> {'ranks' if strong['step_ms'] < t['step_ms'] else 'threads'} faster here")
 print(f"overlap on the seed model: {med['overlap']['step_ms']:.3f} vs {strong['step_ms']:.3f} ms off; "
       f"on the wide model: {med['wide_overlap']['step_ms']:.2f} vs {med['wide']['step_ms']:.2f} ms off")
+dt = med["deterministic"]
+print(f"deterministic mode (train.deterministic = 8) on {P} ranks: {dt['step_ms']:.3f} ms a step against "
+      f"{strong['step_ms']:.3f} ({100 * (dt['step_ms'] / strong['step_ms'] - 1):+.0f}%)")
 ot, st = med["one_trained"], med["strong_trained"]
 print(f"trained / fresh model: step {ot['step_ms'] / one['step_ms']:.2f} on 1 rank, "
       f"{st['step_ms'] / strong['step_ms']:.2f} on {P}; sampler {ot['sampler_s'] / one['sampler_s']:.2f} on 1 rank, "

@@ -151,5 +151,27 @@ int main(void)
                       wide, out, K, act, ey, ew, eg);
             }
     fm_kern_set_wide(-1);
+    /* The deterministic mode's fixed point: the largest magnitude (NaN as infinite), and sums that do
+     * not depend on their order: shards added in any order give the same bits. */
+    {
+        enum { N = 1000 };
+        static float g[3][N], back[N];
+        static int64_t a[N], b[N];
+        for (int s = 0; s < 3; s++)
+            for (int i = 0; i < N; i++) g[s][i] = (float)((i % 7 - 3) * (s + 1)) * 0.37f / (float)(1 + i);
+        g[1][17] = -9.5f;
+        CHECK(fm_kern_absmax(g[1], N) == 9.5f && fm_kern_absmax(g[0], 0) == 0.0f, "absmax %g", fm_kern_absmax(g[1], N));
+        g[2][N - 1] = NAN;
+        CHECK(isinf(fm_kern_absmax(g[2], N)), "NaN counts as infinite");
+        g[2][N - 1] = 0.0f;
+        const double up = ldexp(1.0, 50), down = ldexp(1.0, -50);
+        memset(a, 0, sizeof a);
+        memset(b, 0, sizeof b);
+        for (int s = 0; s < 3; s++) fm_kern_fixed_add(a, g[s], up, N);
+        for (int s = 2; s >= 0; s--) fm_kern_fixed_add(b, g[s], up, N);
+        CHECK(memcmp(a, b, sizeof a) == 0, "fixed-point sums depend on the order");
+        fm_kern_fixed_to_float(back, a, down, N);
+        for (int i = 0; i < N; i++) CHECK_NEAR(back[i], (double)g[0][i] + g[1][i] + g[2][i], 1e-6 * (1 + fabs(back[i])));
+    }
     return check_report("test_kernels");
 }

@@ -3,6 +3,7 @@
 #define FM_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* MPI_Init; records the rank for error messages; makes FM_FATAL end the whole job. */
 void fm_comm_init(int *argc, char ***argv);
@@ -24,6 +25,8 @@ void fm_comm_wait(void);
 
 /* In-place maximum over ranks of n doubles (timings, memory). */
 void fm_comm_allreduce_max(double *buf, int n);
+/* In-place exact sum over ranks of n 64-bit integers (the deterministic mode's fixed point). */
+void fm_comm_allreduce_sum_i64(int64_t *buf, size_t n);
 /* In-place sum over ranks of n doubles (counts, sums of per-row figures). */
 void fm_comm_allreduce_sum_f64(double *buf, int n);
 

@@ -37,6 +37,7 @@ typedef struct {
     long warmup;
     /* [train] */
     long steps, batch, seed, checkpoint_every, log_every, history_every, keep_checkpoints, microbatch, threads;
+    long deterministic; /* K virtual shards summed exactly: the same bits on any P dividing K; 0 = off */
     double cond_drop;
     long eval_every, eval_n;
     char coupling[FM_NAME_MAX]; /* a name of fm_coupling_name */

@@ -9,6 +9,7 @@
 #define FM_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fm/act.h"
 
@@ -33,6 +34,13 @@ void fm_kern_silu_sums(float *y /* [n] */, double *sum, double *sumsq, const flo
 /* out = base + g silu'(x) (base NULL: 0), the sigmoid made again from x; out may be g. */
 void fm_kern_silu_grad(float *out /* [n] */, const float *base /* [n] */, const float *g /* [n] */,
                        const float *x /* [n] */, size_t n);
+
+/* The deterministic mode's fixed point (train.deterministic): the largest |x[i]| (NaN counts as
+ * infinite), acc[i] += trunc(g[i] * up) in int64, and g[i] = acc[i] * down in float. The same
+ * bits from every build of the kernels (truncation and comparisons only). */
+float fm_kern_absmax(const float *x /* [n] */, size_t n);
+void fm_kern_fixed_add(int64_t *acc /* [n] */, const float *g /* [n] */, double up, size_t n);
+void fm_kern_fixed_to_float(float *g /* [n] */, const int64_t *acc /* [n] */, double down, size_t n);
 
 /* Threads of the BLAS behind the wide layers' products (one per rank by default: the MPI
  * convention). */

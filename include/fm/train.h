@@ -53,6 +53,10 @@ typedef struct {
     int *y_all, *perm;            /* [batch] labels; perm[i]: the x0 row paired with z row i */
     fm_assign_work *assign;
     int overlap;                  /* all-reduce each finished gradient range during the backward */
+    /* train.deterministic = K: this rank's K / P shards' gradients, alone, and their fixed-point sum */
+    int nshards;
+    float *shard_grad;            /* [nshards, nparams + FM_NSLOTS] */
+    int64_t *fixed;               /* [nparams + FM_NSLOTS] */
     const fm_dataset *test;       /* held-out rows for the validation loss, or NULL */
 } fm_trainer;
 
