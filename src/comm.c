@@ -47,16 +47,20 @@ void fm_comm_bcast(void *buf, size_t bytes)
     }
 }
 
-void fm_comm_allreduce_sum(float *buf, size_t n)
+/* In-place sum of n elements of `size` bytes, in chunks of at most INT_MAX (MPI counts are int). */
+static void allreduce_sum(void *buf, size_t n, MPI_Datatype type, size_t size)
 {
     if (g_size == 1) return;
+    char *p = buf;
     while (n > 0) {
         int c = n > (size_t)INT_MAX ? INT_MAX : (int)n;
-        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
-        buf += c;
+        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, p, c, type, MPI_SUM, MPI_COMM_WORLD));
+        p += (size_t)c * size;
         n -= (size_t)c;
     }
 }
+
+void fm_comm_allreduce_sum(float *buf, size_t n) { allreduce_sum(buf, n, MPI_FLOAT, sizeof *buf); }
 
 void fm_comm_allreduce_max(double *buf, int n)
 {
@@ -68,16 +72,9 @@ void fm_comm_allreduce_sum_f64(double *buf, int n)
     MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
 }
 
-void fm_comm_allreduce_sum_i64(int64_t *buf, size_t n)
-{
-    if (g_size == 1) return;
-    while (n > 0) {
-        int c = n > (size_t)INT_MAX ? INT_MAX : (int)n;
-        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
-        buf += c;
-        n -= (size_t)c;
-    }
-}
+double fm_comm_time(void) { return MPI_Wtime(); }
+
+void fm_comm_allreduce_sum_i64(int64_t *buf, size_t n) { allreduce_sum(buf, n, MPI_INT64_T, sizeof *buf); }
 
 static MPI_Request g_pending[FM_COMM_MAX_PENDING];
 static int g_npending = 0;

@@ -29,11 +29,12 @@ void fm_fpmode_set(void) {}
 int fm_fpmode_ok(void) { return 1; }
 #endif
 
-#if defined(__ELF__) && defined(__GNUC__)
+#if defined(__ELF__) && defined(__GNUC__) && !defined(FM_NO_PREINIT)
 /* The executable's preinit array runs before any shared library's initialiser: OpenBLAS starts
  * its worker threads when it loads, and a new thread inherits its creator's mode, so this is
  * what puts them in it too (set in main, they would keep gradual underflow: two BLAS threads on
  * subnormal inputs measured 75 times slower than one). Static libraries only: a shared object
- * cannot have a preinit array, and fm builds none. */
+ * cannot have a preinit array; the simulator's build (tests/scaling/run.sh, an SMPI program is a
+ * shared object) defines FM_NO_PREINIT and runs one BLAS thread. */
 __attribute__((section(".preinit_array"), used)) static void (*const fm_fpmode_preinit)(void) = fm_fpmode_set;
 #endif

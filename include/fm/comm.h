@@ -25,6 +25,9 @@ void fm_comm_wait(void);
 
 /* In-place maximum over ranks of n doubles (timings, memory). */
 void fm_comm_allreduce_max(double *buf, int n);
+/* Seconds of MPI's clock (MPI_Wtime): under a simulator (SimGrid's SMPI), the simulated time. */
+double fm_comm_time(void);
+
 /* In-place exact sum over ranks of n 64-bit integers (the deterministic mode's fixed point). */
 void fm_comm_allreduce_sum_i64(int64_t *buf, size_t n);
 /* In-place sum over ranks of n doubles (counts, sums of per-row figures). */
