@@ -107,10 +107,3 @@ fm_ode_field fm_field_logp_ode(fm_field *f)
     FM_CHECK(f->model->model->ops->jvp, "the model %s has no Jacobian-vector product", f->model->model->ops->name);
     return (fm_ode_field){f->dim + 1, logp_eval, f};
 }
-
-double fm_field_gauss_logpdf(const float *x, int dim, double s)
-{
-    double q = 0.0;
-    for (int c = 0; c < dim; c++) q += (double)x[c] * x[c];
-    return -0.5 * q / (s * s) - dim * (log(s) + 0.5 * log(2.0 * M_PI));
-}

@@ -7,6 +7,7 @@
 
 #include "fm/clock.h"
 #include "fm/comm.h"
+#include "fm/dist.h"
 #include "fm/error.h"
 #include "fm/field.h"
 #include "fm/fpmode.h"
@@ -102,14 +103,16 @@ int fm_logprob_run(const char *path, const fm_config *cfg, const char *config_te
     points_of(x, cfg, data, r0, n);
     integrate(x0, l, nfe, x, cfg, m, params, r0, n);
     double sums[3] = {0.0, 0.0, 0.0}, nfe_max = 0.0; /* log p, nfe, non-finite */
+    fm_dist *source = fm_dist_gaussian(D, (float)cfg->source_std);
     for (uint64_t i = 0; i < n; i++) {
-        logp0[i] = (float)fm_field_gauss_logpdf(x0 + i * D, D, cfg->source_std);
+        logp0[i] = (float)fm_dist_logpdf(source, x0 + i * D);
         logp[i] = logp0[i] + l[i];
         sums[0] += logp[i];
         sums[1] += nfe[i];
         sums[2] += !isfinite(logp[i]);
         nfe_max = fmax(nfe_max, nfe[i]);
     }
+    fm_dist_free(source);
     fm_comm_allreduce_sum_f64(sums, 3);
     fm_comm_allreduce_max(&nfe_max, 1);
     const double t1 = fm_now();

@@ -32,6 +32,7 @@ typedef struct {
     int ema;        /* the weights were the moving average */
     const int *y;   /* [nloc] the trajectories' labels, or NULL */
     const int *nfe; /* [nloc] the trajectories' field evaluations */
+    double nfe_mean, nfe_max; /* over all ranks' trajectories */
     const fm_row_shape *rows; /* the data's row shape and value range, or NULL */
 } meta;
 
@@ -48,13 +49,6 @@ static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, con
     float *times = fm_malloc(sizeof(float) * T);
     for (uint64_t k = 0; k < T; k++) times[k] = (float)((double)k / (double)cfg->sample_steps);
     const int root = fm_comm_rank() == 0;
-    double nfe_sum = 0.0, nfe_max = 0.0;
-    for (uint64_t i = 0; i < nloc; i++) {
-        nfe_sum += mt->nfe[i];
-        nfe_max = fmax(nfe_max, mt->nfe[i]);
-    }
-    fm_comm_allreduce_sum_f64(&nfe_sum, 1);
-    fm_comm_allreduce_max(&nfe_max, 1);
     fm_ode_opts o;
     const int adaptive = fm_sample_run_opts(&o, cfg);
     uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
@@ -62,8 +56,7 @@ static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, con
     int rc = fm_h5_stamp(f, "samples") || fm_h5_attr_str(f, "/", "config", mt->config_text) ||
              fm_h5_attr_str(f, "/", "solver", cfg->solver) || fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) ||
              fm_h5_attr_i64(f, "/", "checkpoint_step", mt->checkpoint_step) ||
-             fm_h5_attr_f64(f, "/", "nfe_mean", N ? nfe_sum / (double)N : 0.0) ||
-             fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)nfe_max) ||
+             fm_h5_attr_f64(f, "/", "nfe_mean", mt->nfe_mean) || fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)mt->nfe_max) ||
              (adaptive && (fm_h5_attr_f64(f, "/", "atol", cfg->atol) || fm_h5_attr_f64(f, "/", "rtol", cfg->rtol))) ||
              fm_h5_write_i32_rows(f, "/nfe", mt->nfe, 1, sd, r0, nloc) ||
              fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
@@ -163,7 +156,14 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
 
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    const meta mt = {config_text, checkpoint_step, ema, y, nfe, rows};
+    double nfe_stat[2] = {0.0, 0.0}; /* sum, max */
+    for (uint64_t i = 0; i < nloc; i++) {
+        nfe_stat[0] += nfe[i];
+        nfe_stat[1] = fmax(nfe_stat[1], nfe[i]);
+    }
+    fm_comm_allreduce_sum_f64(&nfe_stat[0], 1);
+    fm_comm_allreduce_max(&nfe_stat[1], 1);
+    const meta mt = {config_text, checkpoint_step, ema, y, nfe, N ? nfe_stat[0] / (double)N : 0.0, nfe_stat[1], rows};
     int rc = write_file(tmp, cfg, &mt, x, traj, r0, nloc, mloc);
     free(x);
     free(traj);
@@ -171,10 +171,10 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
     free(y);
     if (fm_sample_run_commit(tmp, path, rc, err, cap)) return -1;
     if (r == 0) {
-        double traj_steps = (double)N * (double)cfg->sample_steps;
-        printf("sampled %llu x %ld %s steps on %d rank%s in %.2f s (%.3g trajectory-steps/s); wrote %s in %.2f s\n",
-               (unsigned long long)N, cfg->sample_steps, cfg->solver, P, P > 1 ? "s" : "", t1 - t0,
-               traj_steps / (t1 - t0 > 0 ? t1 - t0 : 1e-9), path, fm_now() - t1);
+        printf("sampled %llu trajectories with %s, %.1f evaluations each (at most %.0f), on %d rank%s in %.2f s "
+               "(%.3g evaluations/s); wrote %s in %.2f s\n", (unsigned long long)N, cfg->solver, mt.nfe_mean,
+               nfe_stat[1], P, P > 1 ? "s" : "", t1 - t0, nfe_stat[0] / (t1 - t0 > 0 ? t1 - t0 : 1e-9), path,
+               fm_now() - t1);
         fflush(stdout);
     }
     return 0;

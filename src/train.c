@@ -99,11 +99,11 @@ static void grad_done(void *ctx, size_t lo, size_t hi)
     fm_comm_progress();
 }
 
-/* What the all-reduce carries besides gradients: the shard's loss, a test-only fault, and the stop
- * request (every rank's travels with the gradient: all stop at the same step). */
-static void fill_slots(float *grad /* [nparams + FM_NSLOTS] */, size_t n, double loss, float scale, long step)
+/* What the all-reduce carries besides gradients, once per rank: the stop request (every rank's
+ * travels with the gradient: all stop at the same step), and a test-only fault. The loss slot is
+ * each shard's own. */
+static void fill_requests(float *grad /* [nparams + FM_NSLOTS] */, size_t n, long step)
 {
-    grad[n + FM_SLOT_LOSS] = (float)(scale * loss);
     if (fm_comm_rank() == 0 && fm_fault("nan_at_step", step)) grad[0] = NAN; /* test-only */
     grad[n + FM_SLOT_STOP] = fm_stop_requested() ? 1.0f : 0.0f;
 }
@@ -146,7 +146,10 @@ static double run_samples(fm_trainer *tr, float *grad, long first, long count, l
         const float *out = fm_model_forward(tr->work, tr->params, &in);
         loss += fm_path_loss(tr->dout, out, tr->u, nb, D, scale);
         t1 = fm_now(); tm->forward += t1 - *t0; *t0 = t1;
-        if (overlap && last) fill_slots(grad, tr->model.nparams, loss, scale, step);
+        if (overlap && last) {
+            grad[tr->model.nparams + FM_SLOT_LOSS] = (float)(scale * loss);
+            fill_requests(grad, tr->model.nparams, step);
+        }
         fm_model_backward(grad, tr->work, tr->params, tr->dout, nb, overlap && last ? grad_done : NULL, tr);
         t1 = fm_now(); tm->backward += t1 - *t0; *t0 = t1;
     }
@@ -168,11 +171,10 @@ static void deterministic_sum(fm_trainer *tr, long step, float scale, fm_step_ti
         const long k = k0 + s, first = cfg->batch * k / K, count = cfg->batch * (k + 1) / K - first;
         float *g = tr->shard_grad + (size_t)s * len;
         memset(g, 0, sizeof(float) * len);
-        const double loss = run_samples(tr, g, first, count, step, scale, 0, tm, t0);
-        fill_slots(g, n, loss, scale, step);
-        if (s > 0) g[n + FM_SLOT_STOP] = 0.0f; /* one request per rank */
-        m = fmax(m, (double)fm_kern_absmax(g, len));
+        g[n + FM_SLOT_LOSS] = (float)(scale * run_samples(tr, g, first, count, step, scale, 0, tm, t0));
     }
+    fill_requests(tr->shard_grad, n, step);
+    for (int s = 0; s < tr->nshards; s++) m = fmax(m, (double)fm_kern_absmax(tr->shard_grad + (size_t)s * len, len));
     fm_comm_allreduce_max(&m, 1);
     if (!isfinite(m)) { /* the step is not applied (fm_trainer_step's finiteness check) */
         for (size_t i = 0; i < len; i++) tr->grad[i] = NAN;
@@ -228,7 +230,10 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         deterministic_sum(tr, step, scale, &tm, &t0);
     } else {
         const double loss = run_samples(tr, tr->grad, tr->i0, tr->nloc, step, scale, overlap, &tm, &t0);
-        if (!overlap) fill_slots(tr->grad, n, loss, scale, step);
+        if (!overlap) {
+            slots[FM_SLOT_LOSS] = (float)(scale * loss);
+            fill_requests(tr->grad, n, step);
+        }
         if (overlap) fm_comm_wait();
         else fm_comm_allreduce_sum(tr->grad, n + FM_NSLOTS);
     }

@@ -181,7 +181,7 @@ int main(int argc, char **argv)
     for (long i = 0; i < nloc; i++) evals += nfe[i];
     free(nfe);
     fm_comm_allreduce_sum_f64(&evals, 1);
-    const double traj_steps = evals, sample_flops = evals * fwd;
+    const double sample_flops = evals * fwd;
 
     if (rank == 0) {
         const double gflops = step_flops / med[0] / 1e9, limit = peak * P;
@@ -200,7 +200,7 @@ int main(int argc, char **argv)
                med[1] * 1e3, med[6] * 1e3, med[2] * 1e3, med[3] * 1e3, med[4] * 1e3, med[5] * 1e3);
         printf("  throughput                      %8.0f samples/s\n", cfg.batch / med[0]);
         printf("  sampler %ld x %.0f %s evaluations %8.3f s   = %.3g evaluations/s, %.1f GFLOP/s, %.0f%% of %d x peak\n",
-               sample_n, evals / (double)sample_n, cfg.solver, sample_time[0], traj_steps / sample_time[0],
+               sample_n, evals / (double)sample_n, cfg.solver, sample_time[0], evals / sample_time[0],
                sample_flops / sample_time[0] / 1e9, 100 * sample_flops / sample_time[0] / 1e9 / limit, P);
         printf("  peak resident memory per rank   %8.1f MB\n", sample_time[1]);
         if (json) {
@@ -217,7 +217,7 @@ int main(int argc, char **argv)
                     "\"sampler_fraction_of_peak\": %.4f, \"peak_rss_mb\": %.2f}\n",
                     peak, step_flops / 1e6, med[0] * 1e3, gflops, gflops / limit, med[1] * 1e3, med[2] * 1e3,
                     med[3] * 1e3, med[4] * 1e3, med[5] * 1e3, med[6] * 1e3, cfg.batch / med[0], sample_n, cfg.sample_steps,
-                    sample_time[0], traj_steps / sample_time[0], sample_flops / sample_time[0] / 1e9 / limit,
+                    sample_time[0], evals / sample_time[0], sample_flops / sample_time[0] / 1e9 / limit,
                     sample_time[1]);
             fclose(f);
         }

@@ -37,7 +37,4 @@ const float *fm_field_velocity(fm_field *f, const float *x /* [n, dim] */, doubl
 fm_ode_field fm_field_velocity_ode(fm_field *f);
 fm_ode_field fm_field_logp_ode(fm_field *f);
 
-/* log N(x; 0, s^2 I) of a row of dim numbers. */
-double fm_field_gauss_logpdf(const float *x /* [dim] */, int dim, double s);
-
 #endif
