@@ -8,10 +8,11 @@
 #                                 slurmd, slurm-client, munge; started only by the tests) and --data
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
-      libopenblas-dev libinih-dev python3 python3-h5py python3-numpy python3-matplotlib python3-pytest)
+      libopenblas-dev python3 python3-h5py python3-numpy python3-matplotlib python3-pytest)
 case "${1:-}" in
   --data) pkgs+=(dataset-fashion-mnist) ;;
-  --test) pkgs+=(slurmctld slurmd slurm-client munge dataset-fashion-mnist) ;;
+  # the tests also open the outputs with xarray through both netCDF engines (named dimensions)
+  --test) pkgs+=(slurmctld slurmd slurm-client munge dataset-fashion-mnist python3-xarray python3-h5netcdf python3-netcdf4) ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

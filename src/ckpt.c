@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "fm/error.h"
-#include "fm/durable.h"
+#include "fm/file.h"
 #include "fm/h5io.h"
 #include "fm/stop.h"
 #include "fm/version.h"
@@ -49,8 +49,12 @@ static int read_tensors(fm_h5 f, const char *prefix, const fm_model *m, float *b
         if (!ok || fm_h5_read_f32(f, name, buf + t->offset, t->count)) {
             char shape[96];
             shape_text(shape, sizeof shape, t);
-            fm_errorf(err, cap, "%s: dataset %s is missing or not float %s as its config says: the file is "
-                      "corrupt", path, name, shape);
+            if (ok && fm_h5_checksum_failed())
+                fm_errorf(err, cap, "%s: dataset %s fails its checksum: the file is corrupt (not what fmtrain wrote)",
+                          path, name);
+            else
+                fm_errorf(err, cap, "%s: dataset %s is missing or not float %s as its config says: the file is "
+                          "corrupt", path, name, shape);
             return -1;
         }
     }
@@ -88,12 +92,17 @@ int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap)
     WRITE("/history/grad_norm", fm_h5_write_f32(f, "/history/grad_norm", h->grad_norm, 1, n));
     WRITE("/history/time", fm_h5_write_f64(f, "/history/time", h->time, 1, n));
     WRITE("/history/val_loss", fm_h5_write_f32(f, "/history/val_loss", h->val_loss, 1, n));
+    static const char *const along_step[] = {"/history/step"};
+    WRITE("/history's dimension step", fm_h5_scale(f, "/history/step") ||
+          fm_h5_attach(f, "/history/loss", along_step, 1) || fm_h5_attach(f, "/history/lr", along_step, 1) ||
+          fm_h5_attach(f, "/history/grad_norm", along_step, 1) || fm_h5_attach(f, "/history/time", along_step, 1) ||
+          fm_h5_attach(f, "/history/val_loss", along_step, 1));
 #undef WRITE
     if (rc == 0)
         rc = write_tensors(f, "/data", s->target->arrays, s->target->narrays, s->target->values, what, sizeof what);
     errno = 0;
     if (rc) {
-        if (f >= 0) fm_h5_close(f);
+        fm_h5_discard(f);
         fm_errorf(err, cap, "writing checkpoint %s failed at %s (HDF5 error); the previous checkpoint is untouched",
                   path, what);
         return -1;
@@ -104,7 +113,7 @@ int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap)
     rc = fm_h5_save(f, tmp);
     if (rc == 0 && fm_fault("crash_in_checkpoint", s->step)) kill(getpid(), SIGKILL); /* test-only */
     if (rc == 0 && (stage = "renaming", rename(tmp, path))) rc = -1;
-    if (rc == 0 && (stage = "syncing the directory of", fm_durable_fsync_dir_of(path))) {
+    if (rc == 0 && (stage = "syncing the directory of", fm_file_fsync_dir_of(path))) {
         fm_errorf(err, cap, "syncing the directory of checkpoint %s failed (%s): the new checkpoint may not survive "
                   "a crash", path, strerror(errno));
         return -1;
@@ -131,6 +140,35 @@ static int cmp_long(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The steps of dir's numbered checkpoints, ascending: how many (at most cap), or -1. */
+static int list_numbered(long *steps, int cap, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) && n < cap;)
+        if (numbered_step(e->d_name, &steps[n])) n++;
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof steps[0], cmp_long);
+    return n;
+}
+
+int fm_ckpt_newest_good(char *path, size_t cap, long *step, const char *dir)
+{
+    long steps[4096];
+    for (int i = list_numbered(steps, 4096, dir) - 1; i >= 0; i--) {
+        fm_ckpt c;
+        char err[64];
+        snprintf(path, cap, "%s/checkpoint_%09ld.h5", dir, steps[i]);
+        if (fm_ckpt_read(&c, path, err, sizeof err) == 0) {
+            *step = c.step;
+            fm_ckpt_free(&c);
+            return 0;
+        }
+    }
+    return -1;
+}
+
 int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap)
 {
     char src[FM_PATH_MAX + 32], dst[FM_PATH_MAX + 32];
@@ -142,17 +180,12 @@ int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap)
         return -1;
     }
     /* Delete the oldest numbered checkpoints beyond the newest `keep`. */
-    DIR *d = opendir(dir);
-    if (!d) {
+    long steps[4096];
+    const int n = list_numbered(steps, 4096, dir);
+    if (n < 0) {
         fm_errorf(err, cap, "cannot list %s to delete old numbered checkpoints: %s", dir, strerror(errno));
         return -1;
     }
-    long steps[4096];
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) && n < 4096;)
-        if (numbered_step(e->d_name, &steps[n])) n++;
-    closedir(d);
-    qsort(steps, (size_t)n, sizeof steps[0], cmp_long);
     for (int i = 0; i < n - keep; i++) {
         snprintf(dst, sizeof dst, "%s/checkpoint_%09ld.h5", dir, steps[i]);
         unlink(dst);
@@ -241,8 +274,13 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
         if (read_tensors(f, "/model", &c->model, c->params, err, cap, path) == 0 &&
             read_tensors(f, "/optim/m", &c->model, c->m, err, cap, path) == 0 &&
             read_tensors(f, "/optim/v", &c->model, c->v, err, cap, path) == 0 && read_ema(c, f, err, cap, path) == 0) {
+            /* A row is at least 28 bytes of the file (step, time; loss, lr, grad_norm): a count the
+             * file cannot hold is corrupt, and is not allocated. */
             if (fm_h5_shape(f, "/history/step", &rank, d) || rank != 1) {
                 fm_errorf(err, cap, "%s: /history/step is missing: the file is corrupt", path);
+            } else if (d[0] > fm_h5_file_size(f) / 28) {
+                fm_errorf(err, cap, "%s: /history declares %llu rows, more than its %llu bytes can hold: the file is "
+                          "corrupt", path, (unsigned long long)d[0], (unsigned long long)fm_h5_file_size(f));
             } else {
                 fm_history_reserve(&c->hist, d[0] + 1);
                 c->hist.n = d[0];
@@ -251,13 +289,26 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
                     fm_h5_read_f32(f, "/history/lr", c->hist.lr, d[0]) ||
                     fm_h5_read_f32(f, "/history/grad_norm", c->hist.grad_norm, d[0]) ||
                     fm_h5_read_f64(f, "/history/time", c->hist.time, d[0]) || read_val_loss(&c->hist, f, d[0]))
-                    fm_errorf(err, cap, "%s: the /history datasets are missing or of unequal length: the file is corrupt", path);
+                    fm_errorf(err, cap, "%s: the /history datasets %s: the file is corrupt", path,
+                              fm_h5_checksum_failed() ? "fail their checksum" : "are missing or of unequal length");
                 else
                     rc = 0;
             }
         }
     }
-    fm_h5_close(f);
+    /* The rest (the target's /data, which a resume does not read) verified too: a flipped bit
+     * anywhere in the data is refused. */
+    int datasets, checked, failed;
+    char bad[256];
+    if (rc == 0 && (failed = fm_h5_verify(f, &datasets, &checked, bad, sizeof bad)) != 0) {
+        fm_errorf(err, cap, "%s: dataset %s fails its checksum: the file is corrupt (not what fmtrain wrote)", path,
+                  failed > 0 ? bad : "(the list)");
+        rc = -1;
+    }
+    if (fm_h5_close(f) && rc == 0) {
+        fm_errorf(err, cap, "%s: closing it failed (HDF5 error)", path);
+        rc = -1;
+    }
     if (rc) fm_ckpt_free(c);
     return rc;
 }
@@ -290,12 +341,26 @@ int fm_ckpt_info(const char *path, char *err, int cap)
     if (fm_h5_attr_read_i64(f, "/", "steps", &v) == 0) printf("steps: %lld\n", (long long)v);
     if (fm_h5_attr_read_i64(f, "/", "seed", &v) == 0) printf("seed: %lld\n", (long long)v);
     printf("datasets:\n");
-    fm_h5_list(f, stdout);
+    int rc = fm_h5_list(f, stdout);
+    int datasets = 0, checked = 0;
+    char bad[256];
+    const int failed = fm_h5_verify(f, &datasets, &checked, bad, sizeof bad);
+    if (failed == 0)
+        printf("checksums: %d of %d datasets carry a Fletcher32 checksum; every dataset reads back%s\n", checked,
+               datasets, checked < datasets ? " (scalars, and files before checksums, have none)" : " and verifies");
     if (config) printf("config:\n%s", config);
+    if (failed != 0 || rc) {
+        if (failed > 0)
+            fm_errorf(err, cap, "%s: %d dataset%s fail%s its checksum or cannot be read, the first %s: the file is "
+                      "corrupt", path, failed, failed > 1 ? "s" : "", failed > 1 ? "" : "s", bad);
+        else
+            fm_errorf(err, cap, "%s: cannot read its list of datasets: the file is corrupt", path);
+        rc = -1;
+    }
     free(git);
     free(format);
     free(config);
     free(solver);
-    fm_h5_close(f);
-    return 0;
+    if (fm_h5_close(f)) rc = -1;
+    return rc;
 }

@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fm/error.h"
 
@@ -107,6 +108,35 @@ int fm_comm_all_ok(int ok)
 }
 
 void fm_comm_barrier(void) { MPI_OK(MPI_Barrier(MPI_COMM_WORLD)); }
+
+void fm_comm_gather(void *dst, const void *src, size_t bytes)
+{
+    uint64_t mine = bytes, *sizes = g_rank == 0 ? fm_malloc(sizeof(uint64_t) * (size_t)g_size) : NULL;
+    MPI_OK(MPI_Gather(&mine, 1, MPI_UINT64_T, sizes, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD));
+    char *out = dst;
+    for (int r = 0; r < g_size; r++) {
+        if (g_rank != 0 && r != g_rank) continue;
+        const uint64_t total = g_rank == 0 ? sizes[r] : bytes;
+        for (uint64_t off = 0; off < total; off += (uint64_t)INT_MAX) {
+            const int n = total - off < (uint64_t)INT_MAX ? (int)(total - off) : INT_MAX;
+            if (g_rank != 0) MPI_OK(MPI_Send((const char *)src + off, n, MPI_BYTE, 0, 17, MPI_COMM_WORLD));
+            else if (r == 0) memcpy(out + off, (const char *)src + off, (size_t)n);
+            else MPI_OK(MPI_Recv(out + off, n, MPI_BYTE, r, 17, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+        }
+        if (g_rank == 0) out += total;
+    }
+    free(sizes);
+}
+
+int fm_comm_node_ranks(void)
+{
+    MPI_Comm node;
+    int n = 0;
+    MPI_OK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_OK(MPI_Comm_size(node, &n));
+    MPI_OK(MPI_Comm_free(&node));
+    return n;
+}
 
 /* ---- one copy per node: an MPI-3 shared-memory window over the ranks of a node ---- */
 

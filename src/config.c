@@ -1,7 +1,6 @@
 #include "fm/config.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -300,39 +299,86 @@ void fm_config_defaults(fm_config *c)
 typedef struct {
     fm_config *c;
     char msg[512];
-    int failed;
+    int line[NKEYS]; /* the line that set each key (0: not yet): a key set twice is refused */
 } ini_state;
 
-/* inih's handler: returns 0 on error, so that inih reports the line number. */
-static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+/* One key = value: 0, or -1 with st->msg saying why. */
+static int on_key(ini_state *st, const char *section, const char *name, const char *value, int line)
 {
-    ini_state *st = user;
-    if (st->failed) return 1; /* keep only the first error */
     const key_spec *k = find_key(section, name);
     if (!*section) {
         snprintf(st->msg, sizeof st->msg, "key '%s' outside any [section]", name);
     } else if (!section_known(section)) {
-        snprintf(st->msg, sizeof st->msg,
-                 "unknown section [%s]: allowed: data, path, model, optim, train, sample, output", section);
+        snprintf(st->msg, sizeof st->msg, "unknown section [%s]: allowed: data, path, model, optim, train, sample, output",
+                 section);
     } else if (!k) {
         char list[400];
         keys_of(list, sizeof list, section);
         snprintf(st->msg, sizeof st->msg, "unknown key '%s' in [%s]: allowed: %s", name, section, list);
+    } else if (line > 0 && st->line[k - keys] > 0) {
+        snprintf(st->msg, sizeof st->msg, "[%s] %s is set twice (first on line %d): allowed: each key once", section,
+                 name, st->line[k - keys]);
     } else if (set_value(st->c, k, value, st->msg, sizeof st->msg) == 0) {
-        return 1;
+        if (line > 0) st->line[k - keys] = line;
+        return 0;
     }
-    st->failed = 1;
-    return 0;
+    return -1;
 }
 
+/* The INI text: "[section]", "key = value", blank lines and comments (';' or '#' first, or
+ * " ;" after a value). Lines of any length; no continuation lines (an indented line is an
+ * error, not part of the value above it: inih's reading made "  100" change steps silently). */
 int fm_config_load_string(fm_config *c, const char *text, const char *origin, char *err, int cap)
 {
-    ini_state st = {.c = c};
-    int line = ini_parse_string(text, on_ini_key, &st);
-    if (line == 0) return 0;
-    if (st.failed) fm_errorf(err, cap, "%s:%d: %s", origin, line, st.msg);
-    else fm_errorf(err, cap, "%s:%d: not a '[section]' or 'key = value' line", origin, line);
-    return -1;
+    ini_state st;
+    memset(&st, 0, sizeof st);
+    st.c = c;
+    char section[64] = "";
+    const char *p = text;
+    if (strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3; /* a UTF-8 byte order mark */
+    for (int line = 1; *p; line++) {
+        const char *eol = strchr(p, '\n');
+        const size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        char *buf = fm_malloc(n + 1);
+        memcpy(buf, p, n);
+        buf[n] = '\0';
+        p += n + (eol ? 1 : 0);
+        const int indented = buf[0] == ' ' || buf[0] == '\t';
+        char *s = trim(buf);
+        int bad = 0;
+        if (*s == '\0' || *s == ';' || *s == '#') {
+            /* blank or comment */
+        } else if (*s == '[') {
+            char *close = strchr(s, ']');
+            if (!close || *trim(close + 1) != '\0' || close - s - 1 >= (long)sizeof section) {
+                snprintf(st.msg, sizeof st.msg, "'%.80s' is not a '[section]' line", s);
+                bad = 1;
+            } else {
+                *close = '\0';
+                snprintf(section, sizeof section, "%s", trim(s + 1));
+            }
+        } else if (!strchr(s, '=')) {
+            snprintf(st.msg, sizeof st.msg, "'%.80s' is not a '[section]' or 'key = value' line%s", s,
+                     indented ? " (continuation lines are not supported: write the value on its key's line)" : "");
+            bad = 1;
+        } else {
+            char *eq = strchr(s, '='), *value = eq + 1;
+            *eq = '\0';
+            for (char *q = value; *q; q++) /* an inline comment: ';' after white space */
+                if (*q == ';' && (q[-1] == ' ' || q[-1] == '\t')) {
+                    *q = '\0';
+                    break;
+                }
+            char *name = trim(s);
+            bad = on_key(&st, section, name, trim(value), line);
+        }
+        free(buf);
+        if (bad) {
+            fm_errorf(err, cap, "%s:%d: %s", origin, line, st.msg);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err, int cap)
@@ -345,8 +391,10 @@ int fm_config_set(fm_config *c, const char *dotted, const char *value, char *err
     }
     memcpy(section, dotted, (size_t)(dot - dotted));
     section[dot - dotted] = '\0';
-    ini_state st = {.c = c};
-    if (on_ini_key(&st, section, dot + 1, value)) return 0;
+    ini_state st;
+    memset(&st, 0, sizeof st);
+    st.c = c;
+    if (on_key(&st, section, dot + 1, value, 0) == 0) return 0;
     fm_errorf(err, cap, "--%s=%s: %s", dotted, value, st.msg);
     return -1;
 }
@@ -368,6 +416,11 @@ int fm_config_class_list(int *out, int cap, const char *spec)
 
 int fm_config_validate(const fm_config *c, char *err, int cap)
 {
+    if (strlen(c->dir) > FM_DIR_MAX) {
+        fm_errorf(err, cap, "[output] dir (or -o) is %zu characters long: allowed: at most %d, so that every file name "
+                  "fmtrain makes in it fits", strlen(c->dir), FM_DIR_MAX);
+        return -1;
+    }
     if (c->sample_n > 4294967295L || c->batch > 4294967295L) {
         fm_errorf(err, cap, "sample indices must fit in 32 bits");
         return -1;

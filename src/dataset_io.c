@@ -6,17 +6,12 @@
 #include <unistd.h>
 
 #include "fm/error.h"
+#include "fm/file.h"
 #include "fm/h5io.h"
 
 #define MAX_DIM (1 << 24) /* numbers per row: a 2048 x 2048 RGBA image */
 
 /* The node's physical memory in bytes (0 when unknown). */
-static double node_memory(void)
-{
-    const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-    return pages > 0 && size > 0 ? (double)pages * (double)size : 0.0;
-}
-
 static int probe_x(fm_dataset *v, size_t *bytes, fm_h5 f, const char *name, const char *path, char *err, int cap)
 {
     int rank;
@@ -108,8 +103,8 @@ int fm_dataset_file_probe(fm_dataset_file *df, const char *path, char *err, int 
     if (f < 0) return -1;
     int rc = probe_x(&df->view, &df->x_bytes, f, "/x", path, err, cap) ||
              probe_y(&df->view, &df->y_bytes, f, "/y", path, err, cap) || probe_test(df, f, path, err, cap) ? -1 : 0;
-    fm_h5_close(f);
-    const double need = (double)(df->x_bytes + df->y_bytes + df->xt_bytes + df->yt_bytes), have = node_memory();
+    fm_h5_discard(f);
+    const double need = (double)(df->x_bytes + df->y_bytes + df->xt_bytes + df->yt_bytes), have = fm_file_node_memory();
     if (rc == 0 && have > 0 && need > 0.8 * have) {
         fm_errorf(err, cap, "%s: the dataset needs %.1f MB in memory (once per node); this node has %.1f MB: "
                   "allowed: at most 80%% of it", path, need / 1e6, have / 1e6);
@@ -166,7 +161,7 @@ int fm_dataset_file_read(void *x, int32_t *y, void *xt, int32_t *yt, fm_dataset_
     if (f < 0) return -1;
     int rc = read_split(x, y, &df->view, df->y_bytes > 0, f, "/x", "/y", path, err, cap);
     if (rc == 0 && df->xt_bytes) rc = read_split(xt, yt, &df->test, df->yt_bytes > 0, f, "/x_test", "/y_test", path, err, cap);
-    fm_h5_close(f);
+    fm_h5_discard(f);
     if (rc) return -1;
     fm_dataset *v = &df->view;
     v->fingerprint = fm_dataset_hash(x, df->x_bytes, 0);

@@ -3,12 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <hdf5_hl.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fm/error.h"
+#include "fm/file.h"
 #include "fm/version.h"
 
 static void quiet(void)
@@ -18,16 +20,14 @@ static void quiet(void)
     done = 1;
 }
 
-fm_h5 fm_h5_create(const char *path, int parallel)
+fm_h5 fm_h5_create(const char *path)
 {
     quiet();
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0) return -1;
-    /* hdf5.h of the parallel build brings mpi.h: the communicator is named here and nowhere else. */
-    if (parallel && H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL) < 0) {
-        H5Pclose(fapl);
-        return -1;
-    }
+    /* The 1.8 file format: its object headers (the attributes: the config, the step) carry
+     * checksums too. Every HDF5 since 1.8 reads it. */
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     return f < 0 ? -1 : f;
@@ -39,9 +39,55 @@ fm_h5 fm_h5_create_memory(void)
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0) return -1;
     H5Pset_fapl_core(fapl, 1 << 20, 0); /* grow by 1 MiB, no backing file */
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18); /* as fm_h5_create */
     hid_t f = H5Fcreate("fm-memory-image.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     return f < 0 ? -1 : f;
+}
+
+/* Bob Jenkins' lookup3 hash (hashlittle), the checksum of HDF5's metadata. */
+#define ROT32(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
+static uint32_t lookup3(const uint8_t *k, size_t len)
+{
+    uint32_t a, b, c;
+    a = b = c = 0xdeadbeefu + (uint32_t)len;
+    for (; len > 12; len -= 12, k += 12) {
+        a += k[0] | (uint32_t)k[1] << 8 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 24;
+        b += k[4] | (uint32_t)k[5] << 8 | (uint32_t)k[6] << 16 | (uint32_t)k[7] << 24;
+        c += k[8] | (uint32_t)k[9] << 8 | (uint32_t)k[10] << 16 | (uint32_t)k[11] << 24;
+        a -= c, a ^= ROT32(c, 4), c += b;
+        b -= a, b ^= ROT32(a, 6), a += c;
+        c -= b, c ^= ROT32(b, 8), b += a;
+        a -= c, a ^= ROT32(c, 16), c += b;
+        b -= a, b ^= ROT32(a, 19), a += c;
+        c -= b, c ^= ROT32(b, 4), b += a;
+    }
+    if (len == 0) return c;
+    uint8_t tail[12] = {0};
+    memcpy(tail, k, len);
+    a += tail[0] | (uint32_t)tail[1] << 8 | (uint32_t)tail[2] << 16 | (uint32_t)tail[3] << 24;
+    b += tail[4] | (uint32_t)tail[5] << 8 | (uint32_t)tail[6] << 16 | (uint32_t)tail[7] << 24;
+    c += tail[8] | (uint32_t)tail[9] << 8 | (uint32_t)tail[10] << 16 | (uint32_t)tail[11] << 24;
+    c ^= b, c -= ROT32(b, 14);
+    a ^= c, a -= ROT32(c, 11);
+    b ^= a, b -= ROT32(a, 25);
+    c ^= b, c -= ROT32(b, 16);
+    a ^= c, a -= ROT32(c, 4);
+    b ^= a, b -= ROT32(a, 14);
+    c ^= b, c -= ROT32(b, 24);
+    return c;
+}
+
+/* HDF5 1.10's H5Fget_file_image clears the "open for writing" flags of a version 2 or 3
+ * superblock in the image without recomputing its checksum: every such image would be refused
+ * as corrupt. The checksum of the image's own bytes is written back (its last 4 bytes). */
+static void fix_superblock(uint8_t *image, size_t size)
+{
+    if (size < 12 || (image[8] != 2 && image[8] != 3)) return;
+    const size_t n = 12 + 4 * (size_t)image[9]; /* fixed part and four addresses */
+    if (size < n + 4) return;
+    const uint32_t h = lookup3(image, n);
+    for (int i = 0; i < 4; i++) image[n + (size_t)i] = (uint8_t)(h >> (8 * i));
 }
 
 int fm_h5_save(fm_h5 f, const char *path)
@@ -56,6 +102,7 @@ int fm_h5_save(fm_h5 f, const char *path)
         errno = 0;
         return -1;
     }
+    fix_superblock((uint8_t *)image, (size_t)size);
     int rc = -1, fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
         ssize_t done = 0;
@@ -76,13 +123,23 @@ int fm_h5_save(fm_h5 f, const char *path)
 
 fm_h5 fm_h5_open(const char *path)
 {
+    char err[64];
     quiet();
-    FILE *probe = fopen(path, "rb");
-    if (!probe) return -1;
-    fclose(probe);
+    if (fm_file_check_regular(path, "file", err, sizeof err)) return -1;
     if (H5Fis_hdf5(path) <= 0) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     return f < 0 ? -1 : f;
+}
+
+void fm_h5_discard(fm_h5 f)
+{
+    if (f >= 0) H5Fclose(f);
+}
+
+uint64_t fm_h5_file_size(fm_h5 f)
+{
+    hsize_t n = 0;
+    return H5Fget_filesize(f, &n) < 0 ? 0 : (uint64_t)n;
 }
 
 int fm_h5_close(fm_h5 f)
@@ -107,11 +164,31 @@ static uint64_t count_of(int rank, const uint64_t *dims)
     return n;
 }
 
+/* Every array dataset is chunked with HDF5's Fletcher32 filter, so that a flipped bit in its data
+ * fails the read (HDF5 checks every chunk it reads): chunks of whole rows, about 1 MiB (a row of
+ * over 2 GiB, beyond HDF5's chunk limit, stays contiguous and unchecked). Scalars have no filter. */
 static hid_t create_ds(fm_h5 f, const char *name, hid_t filetype, hid_t space)
 {
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t ds = H5Dcreate2(f, name, filetype, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t chunk[8];
+    const int rank = H5Sget_simple_extent_ndims(space);
+    if (rank > 0 && rank <= 8 && H5Sget_simple_extent_dims(space, chunk, NULL) == rank) {
+        hsize_t row = H5Tget_size(filetype);
+        for (int i = 0; i < rank; i++) {
+            if (chunk[i] == 0) chunk[i] = 1;
+            if (i > 0) row *= chunk[i];
+        }
+        const hsize_t rows = ((hsize_t)1 << 20) / row;
+        chunk[0] = rows < 1 ? 1 : rows < chunk[0] ? rows : chunk[0];
+        if (row <= ((hsize_t)1 << 31) && (H5Pset_chunk(dcpl, rank, chunk) < 0 || H5Pset_fletcher32(dcpl) < 0)) {
+            H5Pclose(dcpl);
+            H5Pclose(lcpl);
+            return -1;
+        }
+    }
+    hid_t ds = H5Dcreate2(f, name, filetype, space, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     H5Pclose(lcpl);
     return ds;
 }
@@ -145,48 +222,9 @@ int fm_h5_write_i64(fm_h5 f, const char *name, const int64_t *data, int rank, co
     return write_ds(f, name, H5T_NATIVE_INT64, H5T_STD_I64LE, data, rank, dims);
 }
 
-static int write_rows(fm_h5 f, const char *name, hid_t memtype, hid_t filetype, const void *data, int rank,
-                      const uint64_t *dims, uint64_t row0, uint64_t nrows)
+int fm_h5_write_i32(fm_h5 f, const char *name, const int32_t *data, int rank, const uint64_t *dims)
 {
-    hid_t space = make_space(rank, dims);
-    hid_t ds = create_ds(f, name, filetype, space);
-    H5Sclose(space);
-    if (ds < 0) return -1;
-    int rc = 0;
-    if (count_of(rank, dims) > 0) {
-        hsize_t start[8] = {0}, count[8];
-        for (int i = 0; i < rank; i++) count[i] = dims[i];
-        start[0] = row0;
-        count[0] = nrows;
-        hid_t fspace = H5Dget_space(ds);
-        hid_t mspace = H5Screate_simple(rank, count, NULL);
-        if (nrows == 0) {
-            H5Sselect_none(fspace);
-            H5Sselect_none(mspace);
-        } else {
-            H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
-        }
-        hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-        if (H5Dwrite(ds, memtype, mspace, fspace, dxpl, data) < 0) rc = -1;
-        H5Pclose(dxpl);
-        H5Sclose(mspace);
-        H5Sclose(fspace);
-    }
-    if (H5Dclose(ds) < 0) rc = -1;
-    return rc;
-}
-
-int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims,
-                         uint64_t row0, uint64_t nrows)
-{
-    return write_rows(f, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, data, rank, dims, row0, nrows);
-}
-
-int fm_h5_write_i32_rows(fm_h5 f, const char *name, const int32_t *data, int rank, const uint64_t *dims,
-                         uint64_t row0, uint64_t nrows)
-{
-    return write_rows(f, name, H5T_NATIVE_INT32, H5T_STD_I32LE, data, rank, dims, row0, nrows);
+    return write_ds(f, name, H5T_NATIVE_INT32, H5T_STD_I32LE, data, rank, dims);
 }
 
 static int write_attr(fm_h5 f, const char *obj, const char *name, hid_t type, hid_t memtype, const void *value)
@@ -364,8 +402,29 @@ int fm_h5_shape(fm_h5 f, const char *name, int *rank, uint64_t dims[8])
     return rc;
 }
 
+static int g_checksum_failed = 0;
+
+static herr_t find_checksum(unsigned n, const H5E_error2_t *e, void *found)
+{
+    (void)n;
+    if (e->desc && strstr(e->desc, "checksum")) *(int *)found = 1;
+    return 0;
+}
+
+/* After a failed HDF5 call: 1 when its error stack names a checksum (Fletcher32 on data, or the
+ * metadata's), else 0. */
+static int stack_has_checksum(void)
+{
+    int found = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_checksum, &found);
+    return found;
+}
+
+int fm_h5_checksum_failed(void) { return g_checksum_failed; }
+
 static int read_ds(fm_h5 f, const char *name, hid_t memtype, H5T_class_t want, void *out, uint64_t n)
 {
+    g_checksum_failed = 0;
     int rank;
     uint64_t dims[8];
     if (fm_h5_shape(f, name, &rank, dims) < 0 || count_of(rank, dims) != n) return -1;
@@ -373,6 +432,7 @@ static int read_ds(fm_h5 f, const char *name, hid_t memtype, H5T_class_t want, v
     hid_t ft = H5Dget_type(ds);
     int rc = (H5Tget_class(ft) == want && (n == 0 || H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0))
                  ? 0 : -1;
+    if (rc) g_checksum_failed = stack_has_checksum();
     H5Tclose(ft);
     H5Dclose(ds);
     return rc;
@@ -449,9 +509,100 @@ static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *
     return 0;
 }
 
+typedef struct {
+    int datasets, checked, failed;
+    char first_bad[256];
+} verify_state;
+
+/* One dataset read whole (in its own type); whether it has a Fletcher32 checksum and passes. */
+static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)info;
+    verify_state *v = data;
+    H5O_info_t oi;
+    const int listed = H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) >= 0;
+    if (listed && oi.type != H5O_TYPE_DATASET) return 0;
+    hid_t ds = listed ? H5Dopen2(g, name, H5P_DEFAULT) : -1;
+    if (ds < 0) { /* an object whose header does not read back */
+        v->datasets++;
+        if (v->failed++ == 0) snprintf(v->first_bad, sizeof v->first_bad, "/%s", name);
+        return 0;
+    }
+    hid_t dcpl = H5Dget_create_plist(ds), ft = H5Dget_type(ds), sp = H5Dget_space(ds);
+    hid_t mt = H5Tget_native_type(ft, H5T_DIR_ASCEND);
+    int has = 0;
+    for (int i = 0, nf = H5Pget_nfilters(dcpl); i < nf; i++) {
+        unsigned flags, conf;
+        size_t nel = 0;
+        if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &nel, NULL, 0, NULL, &conf) == H5Z_FILTER_FLETCHER32) has = 1;
+    }
+    const hssize_t n = H5Sget_simple_extent_npoints(sp);
+    const size_t size = mt >= 0 ? H5Tget_size(mt) : 0;
+    void *buf = n > 0 && size > 0 ? malloc((size_t)n * size) : NULL;
+    const int ok = n <= 0 || (buf && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    free(buf);
+    v->datasets++;
+    v->checked += has;
+    if (!ok) {
+        if (v->failed++ == 0) snprintf(v->first_bad, sizeof v->first_bad, "/%s", name);
+    }
+    if (mt >= 0) H5Tclose(mt);
+    H5Sclose(sp);
+    H5Tclose(ft);
+    H5Pclose(dcpl);
+    H5Dclose(ds);
+    return 0;
+}
+
+int fm_h5_verify(fm_h5 f, int *datasets, int *checked, char *first_bad, size_t cap)
+{
+    verify_state v = {0, 0, 0, ""};
+    const int rc = H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, verify_one, &v) < 0 ? -1 : v.failed;
+    *datasets = v.datasets;
+    *checked = v.checked;
+    snprintf(first_bad, cap, "%s", v.first_bad);
+    return rc;
+}
+
 int fm_h5_list(fm_h5 f, FILE *out)
 {
     return H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, list_one, out) < 0 ? -1 : 0;
+}
+
+/* netCDF's mark of a dimension that has no coordinate values (netCDF-C and h5netcdf read it). */
+#define NETCDF_DIM_ONLY "This is a netCDF dimension but not a netCDF variable."
+
+int fm_h5_dim(fm_h5 f, const char *name, uint64_t n)
+{
+    const uint64_t d[1] = {n};
+    hid_t space = make_space(1, d);
+    hid_t ds = space < 0 ? -1 : create_ds(f, name, H5T_IEEE_F32LE, space);
+    int rc = ds >= 0 && H5DSset_scale(ds, NETCDF_DIM_ONLY) >= 0 ? 0 : -1;
+    if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
+    if (space >= 0) H5Sclose(space);
+    return rc;
+}
+
+int fm_h5_scale(fm_h5 f, const char *name)
+{
+    hid_t ds = open_ds(f, name);
+    if (ds < 0) return -1;
+    const char *base = strrchr(name, '/');
+    int rc = H5DSset_scale(ds, base ? base + 1 : name) < 0 ? -1 : 0;
+    return H5Dclose(ds) < 0 ? -1 : rc;
+}
+
+int fm_h5_attach(fm_h5 f, const char *name, const char *const *dims, int n)
+{
+    hid_t ds = open_ds(f, name);
+    if (ds < 0) return -1;
+    int rc = 0;
+    for (int k = 0; k < n && rc == 0; k++) {
+        hid_t scale = open_ds(f, dims[k]);
+        rc = scale >= 0 && H5DSattach_scale(ds, scale, (unsigned)k) >= 0 ? 0 : -1;
+        if (scale >= 0) H5Dclose(scale);
+    }
+    return H5Dclose(ds) < 0 ? -1 : rc;
 }
 
 int fm_h5_stamp(fm_h5 f, const char *format)
@@ -464,12 +615,10 @@ int fm_h5_stamp(fm_h5 f, const char *format)
 /* Opens path and checks it is an fm file of a format this build reads; returns the handle. */
 fm_h5 fm_h5_open_fm(const char *path, const char *want, char *err, int cap)
 {
+    if (fm_file_check_regular(path, want ? want : "file", err, cap)) return -1;
     fm_h5 f = fm_h5_open(path);
     if (f < 0) {
-        FILE *probe = fopen(path, "rb");
-        if (!probe) fm_errorf(err, cap, "cannot open %s: %s", path, strerror(errno));
-        else fm_errorf(err, cap, "%s is not an HDF5 file (or is truncated): expected an fm %s", path, want);
-        if (probe) fclose(probe);
+        fm_errorf(err, cap, "%s is not an HDF5 file (or is truncated): expected an fm %s", path, want ? want : "file");
         return -1;
     }
     char *format = NULL;
@@ -487,7 +636,7 @@ fm_h5 fm_h5_open_fm(const char *path, const char *want, char *err, int cap)
         return f;
     }
     free(format);
-    fm_h5_close(f);
+    fm_h5_discard(f);
     return -1;
 }
 

@@ -1,5 +1,6 @@
 #include "fm/logprob_run.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "fm/ode.h"
 #include "fm/rng.h"
 #include "fm/sample_run.h"
+#include "fm/stop.h"
 #include "fm/target.h"
 
 int fm_logprob_exact(const fm_config *cfg, int dim)
@@ -60,7 +62,7 @@ static void integrate(float *x0 /* [n, D] */, float *l /* [n] */, int *nfe /* [n
     f->params = params;
     fm_model_prepare(f->model, params);
     const fm_ode_field field = fm_field_logp_ode(f);
-    for (uint64_t c0 = 0; c0 < n; c0 += (uint64_t)chunk) {
+    for (uint64_t c0 = 0; c0 < n && !fm_stop_requested(); c0 += (uint64_t)chunk) {
         const int nb = (int)(n - c0 < (uint64_t)chunk ? n - c0 : (uint64_t)chunk);
         for (int i = 0; i < nb; i++) {
             memcpy(s + (size_t)i * W, x + (c0 + (uint64_t)i) * D, sizeof(float) * D);
@@ -102,6 +104,10 @@ int fm_logprob_run(const char *path, const fm_config *cfg, const char *config_te
     int *nfe = fm_malloc(sizeof(int) * (n ? n : 1));
     points_of(x, cfg, data, r0, n);
     integrate(x0, l, nfe, x, cfg, m, params, r0, n);
+    if (fm_sample_run_stopped(path)) {
+        free(x); free(x0); free(l); free(logp); free(logp0); free(nfe);
+        return FM_EXIT_STOPPED;
+    }
     double sums[3] = {0.0, 0.0, 0.0}, nfe_max = 0.0; /* log p, nfe, non-finite */
     fm_dist *source = fm_dist_gaussian(D, (float)cfg->source_std);
     for (uint64_t i = 0; i < n; i++) {
@@ -119,13 +125,25 @@ int fm_logprob_run(const char *path, const fm_config *cfg, const char *config_te
 
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    fm_h5 f = fm_h5_create(tmp, 1);
-    int rc = fm_comm_all_ok(f >= 0) ? 0 : -1;
-    if (rc == 0) {
+    /* Gathered on rank 0 and written as one in-memory image, like the samples (sample_run.c). */
+    const size_t row = sizeof(float) * (size_t)D;
+    float *all[4] = {NULL, NULL, NULL, NULL}; /* x, x0, logp, logp0 */
+    int32_t *nfe_all = fm_comm_rank() == 0 ? fm_malloc(sizeof(int32_t) * (N ? N : 1)) : NULL;
+    const float *mine[4] = {x, x0, logp, logp0};
+    for (int k = 0; k < 4; k++) {
+        const size_t bytes = k < 2 ? row : sizeof(float);
+        if (fm_comm_rank() == 0) all[k] = fm_malloc(bytes * (N ? N : 1));
+        fm_comm_gather(all[k], mine[k], bytes * n);
+    }
+    fm_comm_gather(nfe_all, nfe, sizeof(int) * n);
+    int rc = 0;
+    if (fm_comm_rank() == 0) {
         const uint64_t xd[2] = {N, (uint64_t)D};
+        static const char *const by_point[] = {"/point", "/dim"}; /* named dimensions */
         fm_ode_opts o;
         const int adaptive = fm_sample_run_opts(&o, cfg);
-        rc = fm_h5_stamp(f, "logprob") || fm_h5_attr_str(f, "/", "config", config_text) ||
+        fm_h5 f = fm_h5_create_memory();
+        rc = f < 0 || fm_h5_stamp(f, "logprob") || fm_h5_attr_str(f, "/", "config", config_text) ||
              fm_h5_attr_str(f, "/", "points", points) || fm_h5_attr_str(f, "/", "solver", cfg->solver) ||
              (adaptive ? fm_h5_attr_f64(f, "/", "atol", cfg->atol) || fm_h5_attr_f64(f, "/", "rtol", cfg->rtol)
                        : fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps)) ||
@@ -134,14 +152,21 @@ int fm_logprob_run(const char *path, const fm_config *cfg, const char *config_te
              fm_h5_attr_str(f, "/", "weights", ema ? "ema" : "raw") ||
              fm_h5_attr_f64(f, "/", "mean_logp", N ? sums[0] / (double)N : 0.0) ||
              fm_h5_attr_f64(f, "/", "nfe_mean", N ? sums[1] / (double)N : 0.0) ||
-             fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)nfe_max) ||
-             fm_h5_write_f32_rows(f, "/x", x, 2, xd, r0, n) || fm_h5_write_f32_rows(f, "/x0", x0, 2, xd, r0, n) ||
-             fm_h5_write_f32_rows(f, "/logp", logp, 1, xd, r0, n) ||
-             fm_h5_write_f32_rows(f, "/logp0", logp0, 1, xd, r0, n) ||
-             fm_h5_write_i32_rows(f, "/nfe", nfe, 1, xd, r0, n) ? -1 : 0;
-        if (fm_h5_close(f)) rc = -1;
-        rc = fm_comm_all_ok(rc == 0) ? 0 : -1;
+             fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)nfe_max) || fm_h5_write_f32(f, "/x", all[0], 2, xd) ||
+             fm_h5_write_f32(f, "/x0", all[1], 2, xd) || fm_h5_write_f32(f, "/logp", all[2], 1, xd) ||
+             fm_h5_write_f32(f, "/logp0", all[3], 1, xd) || fm_h5_write_i32(f, "/nfe", nfe_all, 1, xd) ||
+             fm_h5_dim(f, "/point", N) || fm_h5_dim(f, "/dim", (uint64_t)D) || fm_h5_attach(f, "/x", by_point, 2) ||
+             fm_h5_attach(f, "/x0", by_point, 2) || fm_h5_attach(f, "/logp", by_point, 1) ||
+             fm_h5_attach(f, "/logp0", by_point, 1) || fm_h5_attach(f, "/nfe", by_point, 1) ? -1 : 0;
+        if (rc) {
+            fm_h5_discard(f);
+            errno = 0;
+        } else {
+            rc = fm_h5_save(f, tmp);
+        }
     }
+    for (int k = 0; k < 4; k++) free(all[k]);
+    free(nfe_all);
     free(x); free(x0); free(l); free(logp); free(logp0); free(nfe);
     if (fm_sample_run_commit(tmp, path, rc, err, cap)) return -1;
     if (r == 0) {

@@ -10,6 +10,7 @@
 #include "fm/comm.h"
 #include "fm/config.h"
 #include "fm/error.h"
+#include "fm/file.h"
 #include "fm/data_load.h"
 #include "fm/kernels.h"
 #include "fm/logprob_run.h"
@@ -17,6 +18,7 @@
 #include "fm/sample_run.h"
 #include "fm/stop.h"
 #include "fm/target.h"
+#include "fm/model.h"
 #include "fm/train.h"
 #include "fm/version.h"
 
@@ -56,16 +58,22 @@ static char *read_text_bcast(const char *path, char *err, int cap)
     long len = -1;
     char *text = NULL;
     if (fm_comm_rank() == 0) {
-        FILE *f = fopen(path, "rb");
+        FILE *f = fm_file_open_regular(path, "config file", err, cap);
         struct stat st;
-        if (!f || fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-            fm_errorf(err, cap, "cannot read config file %s: %s", path, f ? "not a regular file" : strerror(errno));
-        } else if (st.st_size > (1 << 20)) {
+        if (f && (fstat(fileno(f), &st) || st.st_size > (1 << 20))) {
             fm_errorf(err, cap, "config file %s is larger than 1 MiB: not a config", path);
-        } else {
+        } else if (f) {
             text = fm_malloc((size_t)st.st_size + 1);
             len = (long)fread(text, 1, (size_t)st.st_size, f);
             text[len] = '\0';
+            const char *nul = memchr(text, '\0', (size_t)len);
+            if (ferror(f) || nul) {
+                if (nul) fm_errorf(err, cap, "config file %s has a NUL byte at offset %ld: allowed: text", path, (long)(nul - text));
+                else fm_errorf(err, cap, "cannot read config file %s: %s", path, strerror(errno));
+                free(text);
+                text = NULL;
+                len = -1;
+            }
         }
         if (f) fclose(f);
     }
@@ -134,10 +142,55 @@ static void apply_overrides(fm_config *cfg, int argc, char **argv, int first, co
     }
 }
 
+/* Collective: what the run will hold per rank before it holds it (the parameters, gradient, Adam
+ * moments and moving average, the target; activations not counted), said, and refused when this
+ * node's ranks together would need over 80% of its memory. Before fm_config_validate, which
+ * builds the target. */
+static void check_memory(const fm_config *cfg)
+{
+    char err[512];
+    fm_model m;
+    if (fm_model_build(&m, cfg, err, sizeof err)) return; /* fm_config_validate says why */
+    const double params = 4.0 * (double)m.nparams, target = (double)fm_target_bytes(cfg);
+    fm_model_free(&m);
+    const double state = params * (cfg->ema > 0 ? 5 : 4) + target;
+    const double ckpt = params * (cfg->ema > 0 ? 4 : 3) + target / 2;
+    const int ranks = fm_comm_node_ranks();
+    const double have = fm_file_node_memory();
+    if (!fm_comm_all_ok(have <= 0 || state * ranks <= 0.8 * have)) { /* rank 0 says it with its node's figures */
+        fm_errorf(err, sizeof err, "the run needs about %.0f MB a rank (parameters and optimiser state %.0f MB, target "
+                  "%.0f MB) x %d ranks on a node of %.0f MB: allowed: at most 80%% of a node's memory (a smaller model "
+                  "or target, or fewer ranks per node)", state / 1e6, (state - target) / 1e6, target / 1e6, ranks,
+                  have / 1e6);
+        fail_all(err);
+    }
+    if (fm_comm_rank() == 0 && state > 1e8) {
+        printf("memory: about %.0f MB a rank before activations (parameters and optimiser state %.0f MB, target "
+               "%.0f MB); each checkpoint about %.0f MB\n", state / 1e6, (state - target) / 1e6, target / 1e6, ckpt / 1e6);
+        fflush(stdout);
+    }
+}
+
+/* The memory, the config's own checks, then train.threads against this node: more threads than cores is
+ * refused (OpenBLAS spins them all: a 1024-thread run crawled for minutes), and threads x ranks
+ * over the cores of the node is said once (the ranks would share cores). */
 static void validate(const fm_config *cfg)
 {
     char err[1024];
+    check_memory(cfg);
     if (fm_config_validate(cfg, err, sizeof err)) fail_all(err);
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    const int ranks = fm_comm_node_ranks();
+    int over = cores > 0 && cfg->threads > cores;
+    if (fm_comm_all_ok(!over) == 0) {
+        fm_errorf(err, sizeof err, "[train] threads = %ld but a node of this job has fewer cores: allowed: at most "
+                  "the cores of a node (%ld here)", cfg->threads, cores);
+        fail_all(err);
+    }
+    over = cores > 0 && cfg->threads > 1 && cfg->threads * ranks > cores;
+    if (fm_comm_rank() == 0 && over)
+        fprintf(stderr, "fmtrain: warning: %d ranks x %ld threads on a node of %ld cores: they will share cores "
+                "(slower); use fewer ranks per node or a lower train.threads\n", ranks, cfg->threads, cores);
 }
 
 /* Before MPI_Init: srun started N tasks without a PMI that Open MPI speaks (srun --mpi=none, or a
@@ -190,6 +243,10 @@ static int cmd_train(int argc, char **argv, int first)
     free(text);
     if (rc) fail_all(err);
     apply_overrides(&cfg, argc, argv, first, NULL);
+    if (outdir && strlen(outdir) >= sizeof cfg.dir) {
+        fm_errorf(err, sizeof err, "-o is %zu characters long: allowed: at most %d", strlen(outdir), FM_DIR_MAX);
+        fail_all(err);
+    }
     if (outdir) snprintf(cfg.dir, sizeof cfg.dir, "%s", outdir);
     if (resume) snprintf(cfg.resume, sizeof cfg.resume, "always");
     validate(&cfg);
@@ -269,11 +326,13 @@ static void loaded_free(loaded *L)
 /* -o, or NAME beside the checkpoint. */
 static void output_path(char *path, size_t cap, const char *out, const char *ckpt_path, const char *name)
 {
-    if (out) {
-        snprintf(path, cap, "%s", out);
-    } else {
-        const char *slash = strrchr(ckpt_path, '/');
-        snprintf(path, cap, "%.*s%s", slash ? (int)(slash - ckpt_path + 1) : 0, ckpt_path, name);
+    const char *slash = strrchr(ckpt_path, '/');
+    const int n = out ? snprintf(path, cap, "%s", out)
+                      : snprintf(path, cap, "%.*s%s", slash ? (int)(slash - ckpt_path + 1) : 0, ckpt_path, name);
+    if (n < 0 || (size_t)n >= cap) {
+        char err[128];
+        fm_errorf(err, sizeof err, "the output path is over %zu characters long: allowed: at most %d", cap, FM_PATH_MAX - 8);
+        fail_all(err);
     }
 }
 
@@ -285,13 +344,14 @@ static int cmd_sample(int argc, char **argv, int first)
     loaded L;
     load_checkpoint(&L, ckpt_path, "sample", argc, argv, first);
     output_path(path, sizeof path, out, ckpt_path, "samples.h5");
+    if (fm_sample_run_may_write(path, "samples", err, sizeof err)) fail_all(err);
     if (L.cfg.sample_n < 1) fail_all("--sample.n must be at least 1 for fmtrain sample");
     char *text = fm_config_dump(&L.cfg);
-    int ok = fm_sample_run(path, &L.cfg, text, &L.model, L.c.params, L.ema, &L.c.rows, L.step, err, sizeof err) == 0;
-    if (!ok && fm_comm_rank() == 0) fm_error_print(err);
+    const int rc = fm_sample_run(path, &L.cfg, text, &L.model, L.c.params, L.ema, &L.c.rows, L.step, err, sizeof err);
+    if (rc < 0 && fm_comm_rank() == 0) fm_error_print(err);
     free(text);
     loaded_free(&L);
-    return ok ? 0 : 1;
+    return rc < 0 ? 1 : rc;
 }
 
 static int cmd_logprob(int argc, char **argv, int first)
@@ -302,6 +362,7 @@ static int cmd_logprob(int argc, char **argv, int first)
     loaded L;
     load_checkpoint(&L, ckpt_path, "logprob", argc, argv, first);
     output_path(path, sizeof path, out, ckpt_path, "logprob.h5");
+    if (fm_sample_run_may_write(path, "logprob", err, sizeof err)) fail_all(err);
     if (!L.model.ops->jvp) {
         fm_errorf(err, sizeof err, "fmtrain logprob needs the divergence of the field, which model.type = %s does not "
                   "provide: allowed: mlp", L.model.ops->name);
@@ -324,13 +385,13 @@ static int cmd_logprob(int argc, char **argv, int first)
         snprintf(points, sizeof points, "target %s (sample.seed %ld)", L.cfg.target, L.cfg.sample_seed);
     }
     char *text = fm_config_dump(&L.cfg);
-    int ok = fm_logprob_run(path, &L.cfg, text, &L.model, L.c.params, L.ema, data_path ? &data.data : NULL, points,
-                            L.step, err, sizeof err) == 0;
-    if (!ok && fm_comm_rank() == 0) fm_error_print(err);
+    const int rc = fm_logprob_run(path, &L.cfg, text, &L.model, L.c.params, L.ema, data_path ? &data.data : NULL,
+                                  points, L.step, err, sizeof err);
+    if (rc < 0 && fm_comm_rank() == 0) fm_error_print(err);
     free(text);
     if (data_path) fm_data_free(&data);
     loaded_free(&L);
-    return ok ? 0 : 1;
+    return rc < 0 ? 1 : rc;
 }
 
 static int cmd_info(int argc, char **argv, int first)

@@ -45,6 +45,8 @@ int fm_progress_open(fm_progress *p, const char *outdir, const fm_history *hist,
         return -1;
     }
     p->tsv = f; /* the renamed file, still open: appends go to history.tsv */
+    p->written = hist->n;
+    p->good = ftell(f);
     /* mpirun hands every rank a pseudo-terminal whatever its own output is (a log, a pipe), so
      * under mpirun "auto" cannot tell a terminal and prints plain lines. */
     if (strcmp(style, "auto") == 0) p->tty = isatty(fileno(stdout)) && !getenv("OMPI_COMM_WORLD_SIZE");
@@ -57,13 +59,31 @@ int fm_progress_open(fm_progress *p, const char *outdir, const fm_history *hist,
     return 0;
 }
 
-void fm_progress_step(fm_progress *p, const fm_history *hist, int recorded, long step, float loss, double lr,
+/* The rows not yet in the file, appended and flushed; on failure the file is cut back to its last
+ * whole row and they stay pending. */
+static void flush_rows(fm_progress *p, const fm_history *hist)
+{
+    for (size_t i = p->written; i < hist->n; i++) write_row(p->tsv, hist, i);
+    if (fflush(p->tsv) == 0 && !ferror(p->tsv)) {
+        p->written = hist->n;
+        p->good = ftell(p->tsv);
+        return;
+    }
+    const int e = errno;
+    clearerr(p->tsv);
+    if (ftruncate(fileno(p->tsv), p->good) || fseek(p->tsv, p->good, SEEK_SET)) p->written = hist->n; /* cannot undo */
+    if (!p->warned)
+        fprintf(stderr, "fmtrain: warning: writing history.tsv failed (%s); its rows are kept in memory (and in the "
+                "checkpoint) and written when the disk allows\n", strerror(e));
+    p->warned = 1;
+}
+
+void fm_progress_step(fm_progress *p, const fm_history *hist, long step, float loss, double lr,
                       double grad_norm, double elapsed)
 {
     const double t = fm_now();
-    if (recorded && p->tsv) write_row(p->tsv, hist, hist->n - 1);
     if (p->tsv && t - p->t_flush > 1.0) { /* readable within a second, one write a second */
-        fflush(p->tsv);
+        flush_rows(p, hist);
         p->t_flush = t;
     }
     const int logged = step % p->log_every == 0 || step == p->total;
@@ -94,12 +114,15 @@ void fm_progress_step(fm_progress *p, const fm_history *hist, int recorded, long
     fflush(stdout);
 }
 
-void fm_progress_close(fm_progress *p, const char *why, long step)
+void fm_progress_close(fm_progress *p, const fm_history *hist, const char *why, long step)
 {
     if (p->tty && strcmp(why, "done") != 0) printf("\n");
     if (!p->tsv) return;
+    flush_rows(p, hist);
     fprintf(p->tsv, "# end: %s step %ld\n", why, step);
-    fclose(p->tsv);
+    if (fclose(p->tsv))
+        fprintf(stderr, "fmtrain: warning: history.tsv lacks its end line (%s); the checkpoint has the whole history\n",
+                strerror(errno));
     p->tsv = NULL;
 }
 

@@ -10,7 +10,7 @@
 #include "fm/clock.h"
 #include "fm/comm.h"
 #include "fm/dist.h"
-#include "fm/durable.h"
+#include "fm/file.h"
 #include "fm/error.h"
 #include "fm/field.h"
 #include "fm/fpmode.h"
@@ -18,6 +18,7 @@
 #include "fm/names.h"
 #include "fm/ode.h"
 #include "fm/rng.h"
+#include "fm/stop.h"
 
 /* How many trajectories are recorded in full: sample.trajectories, at most sample.n. */
 static uint64_t recorded(const fm_config *cfg)
@@ -30,46 +31,64 @@ typedef struct {
     const char *config_text;
     long checkpoint_step;
     int ema;        /* the weights were the moving average */
-    const int *y;   /* [nloc] the trajectories' labels, or NULL */
-    const int *nfe; /* [nloc] the trajectories' field evaluations */
     double nfe_mean, nfe_max; /* over all ranks' trajectories */
     const fm_row_shape *rows; /* the data's row shape and value range, or NULL */
 } meta;
 
+/* Collective: every rank's rows of `row` bytes, gathered on rank 0 in trajectory order (a new
+ * buffer there, NULL elsewhere). */
+static void *gather(const void *mine, uint64_t nloc, size_t row, uint64_t total)
+{
+    void *all = fm_comm_rank() == 0 ? fm_malloc(row * (total ? total : 1)) : NULL;
+    fm_comm_gather(all, mine, row * nloc);
+    return all;
+}
+
+/* Rank 0, after the gathers: the samples file, built in memory and written to tmp with plain
+ * POSIX calls like a checkpoint (a full disk is an ordinary write error, never a half-written
+ * parallel HDF5 file). 0, or -1 with errno set when the disk said why. */
 static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, const float *x, const float *traj,
-                      uint64_t r0, uint64_t nloc, uint64_t mloc)
+                      const int *nfe, const int *y)
 {
     const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
     const uint64_t D = (uint64_t)cfg->dim;
-    fm_h5 f = fm_h5_create(tmp, 1);
-    if (!fm_comm_all_ok(f >= 0)) {
-        if (f >= 0) fm_h5_close(f);
-        return -1;
-    }
+    fm_h5 f = fm_h5_create_memory();
+    if (f < 0) return -1;
     float *times = fm_malloc(sizeof(float) * T);
     for (uint64_t k = 0; k < T; k++) times[k] = (float)((double)k / (double)cfg->sample_steps);
-    const int root = fm_comm_rank() == 0;
     fm_ode_opts o;
     const int adaptive = fm_sample_run_opts(&o, cfg);
-    uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
-    /* Attributes and dataset creation are collective: every rank makes the same calls. */
+    const uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
+    int32_t *i32 = fm_malloc(sizeof(int32_t) * (N ? N : 1));
+    for (uint64_t i = 0; i < N; i++) i32[i] = nfe[i];
     int rc = fm_h5_stamp(f, "samples") || fm_h5_attr_str(f, "/", "config", mt->config_text) ||
              fm_h5_attr_str(f, "/", "solver", cfg->solver) || fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) ||
              fm_h5_attr_i64(f, "/", "checkpoint_step", mt->checkpoint_step) ||
              fm_h5_attr_f64(f, "/", "nfe_mean", mt->nfe_mean) || fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)mt->nfe_max) ||
              (adaptive && (fm_h5_attr_f64(f, "/", "atol", cfg->atol) || fm_h5_attr_f64(f, "/", "rtol", cfg->rtol))) ||
-             fm_h5_write_i32_rows(f, "/nfe", mt->nfe, 1, sd, r0, nloc) ||
-             fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
+             fm_h5_write_i32(f, "/nfe", i32, 1, sd) || fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
              fm_h5_attr_str(f, "/", "weights", mt->ema ? "ema" : "raw") ||
-             (mt->rows && fm_h5_write_row_shape(f, mt->rows)) ||
-             fm_h5_write_f32_rows(f, "/samples", x, 2, sd, r0, nloc) ||
-             fm_h5_write_f32_rows(f, "/trajectories", traj, 3, td, r0 < M ? r0 : M, mloc) ||
-             fm_h5_write_f32_rows(f, "/times", times, 1, tt, 0, root ? T : 0) ||
-             (mt->y && (fm_h5_attr_f64(f, "/", "guidance", cfg->guidance) ||
-                        fm_h5_write_i32_rows(f, "/labels", mt->y, 1, sd, r0, nloc)));
-    if (fm_h5_close(f)) rc = -1;
+             (mt->rows && fm_h5_write_row_shape(f, mt->rows)) || fm_h5_write_f32(f, "/samples", x, 2, sd) ||
+             fm_h5_write_f32(f, "/trajectories", traj, 3, td) || fm_h5_write_f32(f, "/times", times, 1, tt);
+    if (rc == 0 && y) {
+        for (uint64_t i = 0; i < N; i++) i32[i] = y[i];
+        rc = fm_h5_attr_f64(f, "/", "guidance", cfg->guidance) || fm_h5_write_i32(f, "/labels", i32, 1, sd);
+    }
+    /* Named dimensions: (sample, dim), (trajectory, times, dim) with /times the time coordinate. */
+    static const char *const by_sample[] = {"/sample", "/dim"}, *const by_trajectory[] = {"/trajectory", "/times", "/dim"};
+    if (rc == 0)
+        rc = fm_h5_dim(f, "/sample", N) || fm_h5_dim(f, "/dim", D) || fm_h5_dim(f, "/trajectory", M) ||
+             fm_h5_scale(f, "/times") || fm_h5_attach(f, "/samples", by_sample, 2) ||
+             fm_h5_attach(f, "/nfe", by_sample, 1) || (y && fm_h5_attach(f, "/labels", by_sample, 1)) ||
+             fm_h5_attach(f, "/trajectories", by_trajectory, 3);
     free(times);
-    return fm_comm_all_ok(rc == 0) ? 0 : -1;
+    free(i32);
+    if (rc) {
+        fm_h5_discard(f);
+        errno = 0;
+        return -1;
+    }
+    return fm_h5_save(f, tmp);
 }
 
 void fm_sample_run_labels(int *y, const fm_config *cfg, int classes, uint64_t r0, uint64_t nloc)
@@ -104,7 +123,7 @@ void fm_sample_run_integrate(float *x, int *nfe, float *traj, const fm_config *c
     f->guidance = (float)cfg->guidance;
     fm_model_prepare(f->model, params);
     const fm_ode_field field = fm_field_velocity_ode(f);
-    for (uint64_t c0 = 0; c0 < nloc; c0 += (uint64_t)chunk) {
+    for (uint64_t c0 = 0; c0 < nloc && !fm_stop_requested(); c0 += (uint64_t)chunk) {
         const int nb = (int)(nloc - c0 < (uint64_t)chunk ? nloc - c0 : (uint64_t)chunk);
         const int mb = c0 >= mloc ? 0 : (int)(mloc - c0 < (uint64_t)nb ? mloc - c0 : (uint64_t)nb);
         fm_dist_sample(x + c0 * D, src, (uint64_t)cfg->sample_seed, 0, (uint32_t)(r0 + c0), FM_STREAM_SAMPLE, nb);
@@ -120,20 +139,54 @@ void fm_sample_run_integrate(float *x, int *nfe, float *traj, const fm_config *c
     fm_dist_free(src);
 }
 
+int fm_sample_run_stopped(const char *path)
+{
+    if (fm_comm_all_ok(!fm_stop_requested())) return 0;
+    if (fm_comm_rank() == 0) {
+        printf("stopped by a signal before %s was written: nothing written; run the same command to start again "
+               "(exit status %d)\n", path, FM_EXIT_STOPPED);
+        fflush(stdout);
+    }
+    return 1;
+}
+
+int fm_sample_run_may_write(const char *path, const char *format, char *err, int cap)
+{
+    int ok = 1;
+    if (fm_comm_rank() == 0) {
+        const int exists = fm_file_exists(path, err, cap);
+        char why[FM_PATH_MAX + 256];
+        ok = 0;
+        if (strlen(path) > FM_PATH_MAX - 8) {
+            fm_errorf(err, cap, "the output path is %zu characters long: allowed: at most %d", strlen(path), FM_PATH_MAX - 8);
+        } else if (exists == 1) {
+            fm_h5 f = fm_h5_open_fm(path, format, why, sizeof why);
+            if (f < 0) fm_errorf(err, cap, "%s: fmtrain writes over its own %s files only: choose another -o", why, format);
+            fm_h5_discard(f);
+            ok = f >= 0;
+        } else {
+            ok = exists == 0;
+        }
+    }
+    return fm_comm_all_ok(ok) ? 0 : -1;
+}
+
 int fm_sample_run_commit(const char *tmp, const char *path, int rc, char *err, int cap)
 {
-    const int r = fm_comm_rank();
-    int e = 0;
-    if (rc == 0 && r == 0 && (fm_durable_fsync(tmp) || rename(tmp, path) || fm_durable_fsync_dir_of(path))) {
-        rc = -1;
-        e = errno;
+    int e = rc ? errno : 0;
+    if (fm_comm_rank() == 0) {
+        if (rc == 0 && (rename(tmp, path) || fm_file_fsync_dir_of(path))) {
+            rc = -1;
+            e = errno;
+        }
+        if (rc) {
+            unlink(tmp);
+            fm_errorf(err, cap, "writing %s failed (%s); nothing was replaced", path, e ? strerror(e) : "HDF5 error");
+        }
     }
-    if (!fm_comm_all_ok(rc == 0)) {
-        if (r == 0) unlink(tmp);
-        fm_errorf(err, cap, "writing %s failed (%s)", path, e ? strerror(e) : "HDF5 error or another rank failed");
-        return -1;
-    }
-    return 0;
+    if (fm_comm_all_ok(rc == 0)) return 0;
+    fm_comm_bcast(err, (size_t)cap);
+    return -1;
 }
 
 int fm_sample_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
@@ -153,6 +206,13 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
     if (y) fm_sample_run_labels(y, cfg, m->classes, r0, nloc);
     fm_sample_run_integrate(x, nfe, traj, cfg, m, params, y, r0, nloc, mloc);
     double t1 = fm_now();
+    if (fm_sample_run_stopped(path)) {
+        free(x);
+        free(traj);
+        free(nfe);
+        free(y);
+        return FM_EXIT_STOPPED;
+    }
 
     char tmp[FM_PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -163,12 +223,18 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
     }
     fm_comm_allreduce_sum_f64(&nfe_stat[0], 1);
     fm_comm_allreduce_max(&nfe_stat[1], 1);
-    const meta mt = {config_text, checkpoint_step, ema, y, nfe, N ? nfe_stat[0] / (double)N : 0.0, nfe_stat[1], rows};
-    int rc = write_file(tmp, cfg, &mt, x, traj, r0, nloc, mloc);
+    const meta mt = {config_text, checkpoint_step, ema, N ? nfe_stat[0] / (double)N : 0.0, nfe_stat[1], rows};
+    float *x_all = gather(x, nloc, sizeof(float) * D, N), *traj_all = gather(traj, mloc, sizeof(float) * T * D, M);
+    int *nfe_all = gather(nfe, nloc, sizeof(int), N), *y_all = y ? gather(y, nloc, sizeof(int), N) : NULL;
+    int rc = r == 0 ? write_file(tmp, cfg, &mt, x_all, traj_all, nfe_all, y_all) : 0;
     free(x);
     free(traj);
     free(nfe);
     free(y);
+    free(x_all);
+    free(traj_all);
+    free(nfe_all);
+    free(y_all);
     if (fm_sample_run_commit(tmp, path, rc, err, cap)) return -1;
     if (r == 0) {
         printf("sampled %llu trajectories with %s, %.1f evaluations each (at most %.0f), on %d rank%s in %.2f s "

@@ -31,6 +31,13 @@ int fm_target_needs_data(const fm_config *c)
     return i >= 0 && targets[i]->needs_data;
 }
 
+uint64_t fm_target_bytes(const fm_config *c)
+{
+    char err[8];
+    const int i = find(c, err, sizeof err);
+    return i >= 0 ? targets[i]->bytes(c) : 0;
+}
+
 int fm_target_build(fm_target *t, const fm_config *c, const fm_dataset *data, char *err, int cap)
 {
     memset(t, 0, sizeof *t);

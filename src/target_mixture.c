@@ -67,6 +67,10 @@ static int gaussian_build(fm_target *t, const fm_config *c, char *err, int cap)
     return mixture_wrap(t, fm_dist_gaussian((int)c->dim, (float)c->std));
 }
 
-const fm_target_ops fm_target_gmm_ring_ops = {"gmm_ring", 0, ring_build, mixture_free, mixture_draw};
-const fm_target_ops fm_target_gmm_random_ops = {"gmm_random", 0, random_build, mixture_free, mixture_draw};
-const fm_target_ops fm_target_gaussian_ops = {"gaussian", 0, gaussian_build, mixture_free, mixture_draw};
+/* The means twice (the distribution's and the checkpoint's copy) and the mode weights. */
+static uint64_t mixture_bytes(const fm_config *c) { return (uint64_t)c->modes * ((uint64_t)c->dim * 8 + 8) + 64; }
+static uint64_t gaussian_bytes(const fm_config *c) { return (uint64_t)c->dim * 8 + 64; }
+
+const fm_target_ops fm_target_gmm_ring_ops = {"gmm_ring", 0, ring_build, mixture_free, mixture_draw, mixture_bytes};
+const fm_target_ops fm_target_gmm_random_ops = {"gmm_random", 0, random_build, mixture_free, mixture_draw, mixture_bytes};
+const fm_target_ops fm_target_gaussian_ops = {"gaussian", 0, gaussian_build, mixture_free, mixture_draw, gaussian_bytes};

@@ -11,6 +11,7 @@
 #include "fm/comm.h"
 #include "fm/data_load.h"
 #include "fm/error.h"
+#include "fm/file.h"
 #include "fm/kernels.h"
 #include "fm/progress.h"
 #include "fm/sample_run.h"
@@ -35,6 +36,14 @@ static int resume_from(fm_trainer *tr, fm_history *hist, double *time0, const ch
         /* A checkpoint from before data.shape (its config has none) was trained on these very rows
          * when its fingerprint matches: it takes the run's shape. */
         if (read == 0 && c.cfg.shape.n == 0) c.cfg.shape = tr->cfg.shape;
+        char good[FM_PATH_MAX + 32];
+        long good_step;
+        if (read && fm_ckpt_newest_good(good, sizeof good, &good_step, tr->cfg.dir) == 0) {
+            const size_t len = strlen(err);
+            const int n = snprintf(err + len, (size_t)cap - len, "; %s (step %ld) reads back whole: copy it over %s "
+                                   "to resume from it", good, good_step, path);
+            if (n < 0 || (size_t)n >= (size_t)cap - len) err[len] = '\0'; /* no room: the first part alone */
+        }
         if (read) {
             ok = 0;
         } else if (c.data_fingerprint != tr->target.fingerprint) {
@@ -147,10 +156,20 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
     fm_history hist = {0};
     double time0 = 0.0;
 
-    /* Resume or start: decided on rank 0 (which owns the run directory), told to all. */
-    int exists = rank == 0 && access(ckpt_path, F_OK) == 0;
+    /* Rank 0 owns the run directory: it locks it for the run's life (a second run on it is
+     * refused), then decides resume or start; only "no such file" means start. */
+    int lock = -1, exists = 0, status = 0;
+    if (rank == 0 && (lock = fm_file_lock(outdir, "output directory", err, sizeof err)) >= 0)
+        exists = fm_file_exists(ckpt_path, err, sizeof err);
+    if (!fm_comm_all_ok(rank != 0 || (lock >= 0 && exists >= 0))) {
+        status = fail_all(err);
+        goto done;
+    }
     fm_comm_bcast(&exists, sizeof exists);
-    int status = 0;
+    if (cfg->sample_n > 0 && fm_sample_run_may_write(samples_path, "samples", err, sizeof err)) {
+        status = fail_all(err);
+        goto done;
+    }
     if (strcmp(cfg->resume, "always") == 0 && !exists) {
         fm_errorf(err, sizeof err, "--resume: %s does not exist: nothing to resume (drop --resume to start a new run)", ckpt_path);
         status = fail_all(err);
@@ -183,14 +202,17 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
         status = fail_all(err);
         goto done;
     }
+    long saved = exists ? tr->step : -1; /* the step checkpoint.h5 holds (-1: none yet) */
     const double t_start = fm_now();
     while (tr->step < cfg->steps) {
         const long step = tr->step + 1;
         const fm_step_result r = fm_trainer_step(tr, NULL);
         if (!r.finite) {
-            fm_errorf(err, sizeof err, "non-finite %s at step %ld; stopped without writing it: %s keeps step %ld "
-                      "(try a lower optim.lr or optim.clip > 0)", isfinite(r.loss) ? "gradient" : "loss", step,
-                      ckpt_path, tr->step);
+            char kept[FM_PATH_MAX + 64];
+            if (saved >= 0) snprintf(kept, sizeof kept, "%s keeps step %ld", ckpt_path, saved);
+            else snprintf(kept, sizeof kept, "no checkpoint was written");
+            fm_errorf(err, sizeof err, "non-finite %s at step %ld; stopped without writing it: %s (try a lower optim.lr "
+                      "or optim.clip > 0)", isfinite(r.loss) ? "gradient" : "loss", step, kept);
             status = fail_all(err);
             break;
         }
@@ -201,7 +223,7 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
             const int recorded = step <= 100 || step % cfg->history_every == 0 || step % cfg->log_every == 0 ||
                                  step == cfg->steps || r.stop || evaluated;
             if (recorded) fm_history_push(&hist, step, r.loss, (float)r.lr, (float)r.grad_norm, time0 + elapsed, val);
-            fm_progress_step(&prog, &hist, recorded, step, r.loss, r.lr, r.grad_norm, elapsed);
+            fm_progress_step(&prog, &hist, step, r.loss, r.lr, r.grad_norm, elapsed);
         }
         if ((cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0) || step == cfg->steps || r.stop) {
             int ok = rank != 0 || checkpoint(tr, &hist, config_text, ckpt_path, err, sizeof err) == 0;
@@ -210,6 +232,7 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
                 status = 1;
                 break;
             }
+            saved = tr->step;
         }
         if (r.stop) {
             if (rank == 0) {
@@ -222,19 +245,20 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
         }
     }
     if (rank == 0)
-        fm_progress_close(&prog, status == 0 ? "done" : status == FM_EXIT_STOPPED ? "stopped" : "failed", tr->step);
+        fm_progress_close(&prog, &hist, status == 0 ? "done" : status == FM_EXIT_STOPPED ? "stopped" : "failed", tr->step);
     if (status == 0 && rank == 0) {
         printf("trained to step %ld in %.2f s; checkpoint %s\n", tr->step, fm_now() - t_start, ckpt_path);
         fflush(stdout);
     }
     if (status == 0 && cfg->sample_n > 0) {
         const int ema = tr->ema && strcmp(cfg->sample_weights, "ema") == 0;
-        int ok = fm_sample_run(samples_path, cfg, config_text, &tr->model, ema ? tr->ema : tr->params, ema,
-                               &tr->target.rows, tr->step, err, sizeof err) == 0;
-        if (!ok && rank == 0) fm_error_print(err);
-        if (!ok) status = 1;
+        status = fm_sample_run(samples_path, cfg, config_text, &tr->model, ema ? tr->ema : tr->params, ema,
+                               &tr->target.rows, tr->step, err, sizeof err);
+        if (status < 0 && rank == 0) fm_error_print(err);
+        if (status < 0) status = 1;
     }
 done:
+    fm_file_unlock(lock);
     free(config_text);
     fm_history_free(&hist);
     fm_trainer_free(tr);

@@ -79,14 +79,14 @@ int main(int argc, char **argv)
           "a truncated checkpoint: %s", err);
 
     /* A newer format version is refused, naming the version. */
-    fm_h5 f = fm_h5_create(bad, 0);
+    fm_h5 f = fm_h5_create(bad);
     fm_h5_attr_str(f, "/", "fm_format", "checkpoint");
     fm_h5_attr_i64(f, "/", "fm_version", FM_FORMAT_VERSION + 1);
     fm_h5_close(f);
     CHECK(fm_ckpt_read(&c, bad, err, sizeof err) == -1 && strstr(err, "version 2"), "newer version: %s", err);
 
     /* A right header without the datasets is refused as corrupt. */
-    f = fm_h5_create(bad, 0);
+    f = fm_h5_create(bad);
     fm_h5_attr_str(f, "/", "fm_format", "checkpoint");
     fm_h5_attr_i64(f, "/", "fm_version", FM_FORMAT_VERSION);
     fm_h5_attr_i64(f, "/", "step", 3);

@@ -83,6 +83,27 @@ int main(void)
     expect_error("[path]\nschedule = quadratic\n", "schedule = 'quadratic'", "allowed: sqrt linear cosine");
     expect_error("steps = 3\n", "outside any [section]", NULL);
     expect_error("[train]\njust words\n", "x.ini:2:", "key = value");
+    /* The parser's own rules (inih's were silent): no continuation lines, each key once, a
+     * section line closed, lines of any length. */
+    expect_error("[train]\nsteps = 20\n  100\n", "x.ini:3:", "continuation lines are not supported");
+    expect_error("[train]\nsteps = 20\n[optim]\nlr = 1\n[train]\nsteps = 3\n", "x.ini:6:", "set twice (first on line 2)");
+    expect_error("[train\nsteps = 3\n", "x.ini:1:", "not a '[section]' line");
+    expect_error("[train] x\nsteps = 3\n", "x.ini:1:", "not a '[section]' line");
+    {
+        char big[4096];
+        int n = snprintf(big, sizeof big, "; ");
+        memset(big + n, 'c', 3000);
+        snprintf(big + n + 3000, sizeof big - (size_t)n - 3000, "\n[train]\nsteps = 17\n[output]\ndir = /%0300d\n", 7);
+        fm_config_defaults(&c);
+        CHECK(fm_config_load_string(&c, big, "x.ini", err, sizeof err) == 0 && c.steps == 17 && strlen(c.dir) == 301,
+              "a 3000-character comment and a 301-character value: %s", err);
+    }
+    fm_config_defaults(&c);
+    CHECK(fm_config_load_string(&c, "\xEF\xBB\xBF[train]\r\n  steps = 12 ; inline\r\n# c\n", "x.ini", err, sizeof err) == 0 &&
+              c.steps == 12, "byte order mark, CRLF, an indented key, comments: %s", err);
+    fm_config_defaults(&c);
+    CHECK(fm_config_load_string(&c, "[output]\ndir = a;b\n", "x.ini", err, sizeof err) == 0 && strcmp(c.dir, "a;b") == 0,
+          "';' inside a value is not a comment: %s", c.dir);
 
     /* Checks between keys. */
     fm_config_defaults(&c);

@@ -24,7 +24,7 @@ def outdir(seed_runs, tmp_path):
 
 
 def test_missing_config(outdir):
-    assert_refused(["-c", outdir / "nope.ini", "-o", outdir], outdir, "cannot read config file", "nope.ini")
+    assert_refused(["-c", outdir / "nope.ini", "-o", outdir], outdir, "cannot open config file", "nope.ini")
 
 
 @pytest.mark.parametrize("text,frags", [
@@ -39,10 +39,36 @@ def test_missing_config(outdir):
     ("[model]\nhidden = 1024;16\n", ["hidden", "comma-separated integers"]),
     ("[model]\nhidden = 1024,,16\n", ["hidden = '1024,,16'", "comma-separated integers"]),
     ("[model]\nhidden = 1024,x\n", ["hidden = '1024,x'", "comma-separated integers"]),
+    # what the INI library used to read silently otherwise (issue 17)
+    ("[train]\nsteps = 20\n  100\n", ["bad.ini:3:", "'100' is not", "continuation lines are not supported"]),
+    ("[train]\nsteps = 20\nbatch = 8\nsteps = 30\n", ["bad.ini:4:", "steps is set twice (first on line 2)"]),
+    ("[train]\nst\x01eps = 20\n", ["bad.ini:2:", "unknown key 'st\\x01eps'"]),
+    ("[train]\nst\reps = 20\n", ["bad.ini:2:", "unknown key 'st\\x0deps'"]),
+    ("; " + "x" * 300 + "\n[train]\nsteps = 0\n", ["bad.ini:3:", "steps = '0'"]),
+    ("[train]\nsteps = " + "9" * 300 + "\n", ["bad.ini:2:", "steps = '999", "allowed: an integer"]),
 ])
 def test_bad_config_file(outdir, tmp_path, text, frags):
-    ini = _write(tmp_path / "bad.ini", GOOD + "\n" + text)
-    assert_refused(["-c", ini, "-o", outdir], outdir, "bad.ini:", *frags)
+    ini = _write(tmp_path / "bad.ini", text)
+    assert_refused(["-c", ini, "-o", outdir], outdir, *frags)
+
+
+def test_config_with_a_nul_byte_is_refused(outdir, tmp_path):
+    """inih stopped at the NUL: the rest of the file was ignored and 5000 default steps ran."""
+    ini = tmp_path / "nul.ini"
+    ini.write_bytes(b"\0" + GOOD.encode())
+    assert_refused(["-c", ini, "-o", outdir], outdir, "nul.ini has a NUL byte at offset 0")
+
+
+def test_long_lines_and_paths_are_read_whole(tmp_path):
+    """A comment of 300 characters and an output path over 200 (split by inih's 200-byte line
+    buffer: the stored config then read back as corrupt) train, resume and sample."""
+    d = tmp_path / ("a" * 200) / ("b" * 200)
+    ini = _write(tmp_path / "long.ini", "; " + "c" * 300 + "\n" + GOOD)
+    run(["-c", ini, "-o", d, "--train.steps=20", "--sample.n=0"])
+    r = run(["-c", ini, "-o", d, "--train.steps=30", "--sample.n=0"])
+    assert "resuming" in r.stdout and "at step 20" in r.stdout
+    r = run(["sample", "--checkpoint", d / "checkpoint.h5", "--sample.n=10"])
+    assert (d / "samples.h5").exists()
 
 
 def test_bad_config_creates_no_output_dir(tmp_path):

@@ -73,7 +73,7 @@ def test_h5dump_and_h5ls_read_both_files(seed_runs):
     expect = {
         "checkpoint.h5": layers + ["/optim/step", "/history/step", "/history/loss", "/history/lr", "/history/val_loss",
                                    "/history/grad_norm", "/history/time", "/data/target_means", "/data/target_std"],
-        "samples.h5": ["/samples", "/trajectories", "/times", "/nfe"],
+        "samples.h5": ["/samples", "/trajectories", "/times", "/nfe", "/sample", "/dim", "/trajectory"],
     }
     for name, paths in expect.items():
         r = subprocess.run(["h5ls", "-r", str(seed_runs[1] / name)], capture_output=True, text=True)
@@ -84,3 +84,41 @@ def test_h5dump_and_h5ls_read_both_files(seed_runs):
         assert r.returncode == 0, r.stderr
         for a in ("fm_format", "fm_version", "fm_git", "config"):
             assert f'ATTRIBUTE "{a}"' in r.stdout, (name, a)
+
+
+def _xarray_engines():
+    """xarray and the netCDF engines Debian packages (python3-h5netcdf, python3-netcdf4)."""
+    import importlib.util
+    from conftest import skip_unless_required
+    if importlib.util.find_spec("xarray") is None:
+        skip_unless_required("python3-xarray is not installed")
+    engines = [e for e, mod in (("h5netcdf", "h5netcdf"), ("netcdf4", "netCDF4")) if importlib.util.find_spec(mod)]
+    if not engines:
+        skip_unless_required("neither python3-h5netcdf nor python3-netcdf4 is installed")
+    return engines
+
+
+def test_xarray_sees_named_dimensions_and_coordinates(seed_runs, tmp_path):
+    """Issue 17: xarray saw only phony_dim_0, phony_dim_1, ... Now the outputs carry HDF5
+    dimension scales: samples (sample, dim), trajectories (trajectory, times, dim) with /times as
+    the time coordinate, labels and nfe along sample, the history along step."""
+    import xarray as xr
+    run(["logprob", "--checkpoint", seed_runs[1] / "checkpoint.h5", "-o", tmp_path / "lp.h5", "--sample.n=40",
+         "--sample.solver=rk4", "--sample.steps=20"])
+    for engine in _xarray_engines():
+        with xr.open_dataset(seed_runs[2] / "samples.h5", engine=engine) as ds:
+            assert ds["samples"].dims == ("sample", "dim") and ds["samples"].shape == (300, 2)
+            assert ds["trajectories"].dims == ("trajectory", "times", "dim")
+            assert ds["nfe"].dims == ("sample",)
+            assert "times" in ds.coords and ds["times"].shape == (51,)
+            np.testing.assert_allclose(ds["times"].values, np.linspace(0, 1, 51), atol=1e-6)
+            assert not any(d.startswith("phony_dim") for d in ds.dims), ds.dims
+            # the coordinate picks trajectories at a time, as users would
+            mid = ds["trajectories"].sel(times=0.5, method="nearest")
+            assert mid.dims == ("trajectory", "dim") and mid.shape == (20, 2)
+        with xr.open_dataset(seed_runs[1] / "checkpoint.h5", group="history", engine=engine) as h:
+            assert h["loss"].dims == ("step",) and "step" in h.coords
+            np.testing.assert_array_equal(h["step"].values, np.arange(1, 31))
+            assert float(h["loss"].sel(step=30)) == float(h["loss"].values[-1])
+        with xr.open_dataset(tmp_path / "lp.h5", engine=engine) as lp:
+            assert lp["x"].dims == ("point", "dim") and lp["logp"].dims == ("point",)

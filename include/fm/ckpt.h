@@ -43,6 +43,10 @@ int fm_ckpt_write(const char *path, const fm_ckpt_state *s, char *err, int cap);
  * all but the newest `keep` numbered checkpoints. */
 int fm_ckpt_keep(const char *dir, long step, int keep, char *err, int cap);
 
+/* The newest of dir's numbered checkpoints that reads back whole (every checksum verifies): its
+ * path and step, and 0; -1 when none does. */
+int fm_ckpt_newest_good(char *path, size_t cap, long *step, const char *dir);
+
 /* Reads and checks format, version, config and every shape before trusting the file. */
 int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap);
 void fm_ckpt_free(fm_ckpt *c);

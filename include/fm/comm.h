@@ -12,6 +12,9 @@ int fm_comm_size(void);
 
 /* Broadcast of bytes from rank 0 (any size: sent in pieces under MPI's int count). */
 void fm_comm_bcast(void *buf, size_t bytes);
+/* Rank 0's dst receives every rank's `bytes` of src, in rank order (any size: in pieces); dst is
+ * unused elsewhere. The writers of samples and log-likelihoods gather their rows with it. */
+void fm_comm_gather(void *dst, const void *src, size_t bytes);
 
 /* In-place sum over ranks of n floats (the flat gradient with the loss appended). */
 void fm_comm_allreduce_sum(float *buf, size_t n);
@@ -37,6 +40,9 @@ void fm_comm_allreduce_sum_f64(double *buf, int n);
 int fm_comm_all_ok(int ok);
 
 void fm_comm_barrier(void);
+
+/* Collective: how many ranks share this rank's node. */
+int fm_comm_node_ranks(void);
 
 /* One copy per node (MPI-3 shared memory): collective over all ranks; the ranks of a node share
  * one allocation of `bytes`, which node rank 0 (the leader) fills, then every rank calls sync

@@ -6,6 +6,9 @@
 
 #define FM_NAME_MAX 32
 #define FM_PATH_MAX 1024
+/* The longest output directory: every name fmtrain makes in it ("/checkpoint_000000000.h5",
+ * "/history.tsv.tmp", ...) must fit FM_PATH_MAX with room to spare. */
+#define FM_DIR_MAX (FM_PATH_MAX - 64)
 #define FM_CONFIG_MAX_LIST 16 /* entries of a list key, plus one */
 
 /* A list key's values (model.hidden, model.channels, data.shape). */

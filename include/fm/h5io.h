@@ -11,8 +11,8 @@
 
 typedef int64_t fm_h5; /* hid_t */
 
-/* Creates (truncates) a file. parallel = 1: every rank calls it and writes collectively. */
-fm_h5 fm_h5_create(const char *path, int parallel);
+/* Creates (truncates) a file (tests and tools; fmtrain's own files are built in memory). */
+fm_h5 fm_h5_create(const char *path);
 /* A file built in memory only; fm_h5_save writes it out. */
 fm_h5 fm_h5_create_memory(void);
 /* Closes an in-memory file and writes its image to path with plain POSIX calls, then fsync:
@@ -20,19 +20,28 @@ fm_h5 fm_h5_create_memory(void);
 int fm_h5_save(fm_h5 f, const char *path);
 /* Opens read-only; -1 when missing or not HDF5. */
 fm_h5 fm_h5_open(const char *path);
+/* The file's size in bytes (what a size read from the file may be checked against). */
+uint64_t fm_h5_file_size(fm_h5 f);
 /* Flushes to the OS and closes. */
 int fm_h5_close(fm_h5 f);
+/* Closes a file only read from, or abandoned after an error: nothing written to it is kept, so
+ * its close has nothing to report. */
+void fm_h5_discard(fm_h5 f);
 
 /* Datasets of shape dims[0..rank) (rank 0: a scalar); intermediate groups are created. */
 int fm_h5_write_f32(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims);
 int fm_h5_write_f64(fm_h5 f, const char *name, const double *data, int rank, const uint64_t *dims);
 int fm_h5_write_i64(fm_h5 f, const char *name, const int64_t *data, int rank, const uint64_t *dims);
-/* Parallel file: every rank calls it with the full dims; this rank writes rows [row0, row0+nrows)
- * of the first dimension (collective I/O; nrows may be 0). */
-int fm_h5_write_f32_rows(fm_h5 f, const char *name, const float *data, int rank, const uint64_t *dims,
-                         uint64_t row0, uint64_t nrows);
-int fm_h5_write_i32_rows(fm_h5 f, const char *name, const int32_t *data, int rank, const uint64_t *dims,
-                         uint64_t row0, uint64_t nrows);
+int fm_h5_write_i32(fm_h5 f, const char *name, const int32_t *data, int rank, const uint64_t *dims);
+
+/* Named dimensions (HDF5 dimension scales, as netCDF-4 stores them: xarray, h5netcdf and netCDF
+ * tools see the names instead of phony_dim_N). fm_h5_dim: a dimension of length n with no
+ * values (a dataset `name` that holds none); fm_h5_scale: the existing 1-D dataset `name` becomes
+ * the coordinate of a dimension named after it; fm_h5_attach: dimension k of dataset `name` is
+ * dims[k], for k < n. */
+int fm_h5_dim(fm_h5 f, const char *name, uint64_t n);
+int fm_h5_scale(fm_h5 f, const char *name);
+int fm_h5_attach(fm_h5 f, const char *name, const char *const *dims, int n);
 
 /* Attributes on the object at path obj ("/" for the root). Strings are UTF-8, variable length. */
 int fm_h5_attr_str(fm_h5 f, const char *obj, const char *name, const char *value);
@@ -72,5 +81,11 @@ int fm_h5_attr_read_f64v(fm_h5 f, const char *obj, const char *name, double *val
 
 /* Lists every dataset with its shape and type, one per line. */
 int fm_h5_list(fm_h5 f, FILE *out);
+/* Reads every dataset whole: how many failed (a checksum mismatch or another read error), the
+ * first one's name in first_bad; datasets counted, and of those how many carry a Fletcher32
+ * checksum (files of fmtrain before checksums have none). -1 when the file cannot be walked. */
+int fm_h5_verify(fm_h5 f, int *datasets, int *checked, char *first_bad, size_t cap);
+/* 1 when the last failed fm_h5_read_* failed on a checksum (the data is not what was written). */
+int fm_h5_checksum_failed(void);
 
 #endif

@@ -17,7 +17,8 @@ int fm_logprob_exact(const fm_config *cfg, int dim);
 /* Collective. The points: every row of data (its /x, in the model's [-1, 1] space), or with
  * data NULL sample.n draws of the config's target (seed sample.seed, step 0,
  * which no training step uses). Writes path atomically: /x, /logp, /x0, /logp0, /nfe and the
- * attributes that made them. Returns 0, or -1 with err. */
+ * attributes that made them. Returns 0, FM_EXIT_STOPPED (a signal: nothing
+ * written), or -1 with err. */
 int fm_logprob_run(const char *path, const fm_config *cfg, const char *config_text, const fm_model *m,
                    const float *params, int ema, const fm_dataset *data, const char *points, long checkpoint_step,
                    char *err, int cap);

@@ -23,6 +23,9 @@ typedef struct {
      * draws the same global batch whatever the number of ranks. */
     void (*draw)(float *z /* [n, dim] */, int *y /* [n] */, const fm_target *t, uint64_t seed,
                  uint32_t step, uint32_t index0, int n);
+    /* Bytes of memory build will take per rank (a dataset's own rows not counted: the loader
+     * checks them once per node), so that the run can refuse what cannot fit before building. */
+    uint64_t (*bytes)(const fm_config *c);
 } fm_target_ops;
 
 #define FM_TARGET_MAX_ARRAYS 4
@@ -50,6 +53,8 @@ const char *fm_target_name(int i);
 /* The target the config names, drawing from data when it needs a dataset (NULL otherwise): 0,
  * or -1 with one line in err. */
 int fm_target_build(fm_target *t, const fm_config *c, const fm_dataset *data, char *err, int cap);
+/* The bytes the config's target will take per rank (its ops' bytes), 0 for an unknown name. */
+uint64_t fm_target_bytes(const fm_config *c);
 /* 1 when the config's target draws from a dataset file (the run loads it first). */
 int fm_target_needs_data(const fm_config *c);
 void fm_target_free(fm_target *t);

@@ -19,5 +19,5 @@ for src in $core src/comm.c src/train.c tests/scaling/sim_step.c; do
   if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ]; then "${cc[@]}" "${flags[@]}" -c "$src" -o "$obj"; fi
   objs+=("$obj")
 done
-smpicc -o "$out/sim_step" "${objs[@]}" -lopenblas -linih -lm
+smpicc -o "$out/sim_step" "${objs[@]}" -lopenblas -lm
 echo "$out/sim_step"
