@@ -296,11 +296,11 @@ int fm_ckpt_read(fm_ckpt *c, const char *path, char *err, int cap)
             }
         }
     }
-    /* The rest (the target's /data, which a resume does not read) verified too: a flipped bit
-     * anywhere in the data is refused. */
+    /* The one group read above leaves (the target's /data) verified too: a flipped bit anywhere
+     * in the data is refused. (/optim/step is a scalar, checked against the step attribute.) */
     int datasets, checked, failed;
     char bad[256];
-    if (rc == 0 && (failed = fm_h5_verify(f, &datasets, &checked, bad, sizeof bad)) != 0) {
+    if (rc == 0 && (failed = fm_h5_verify(f, "/data", &datasets, &checked, bad, sizeof bad)) != 0) {
         fm_errorf(err, cap, "%s: dataset %s fails its checksum: the file is corrupt (not what fmtrain wrote)", path,
                   failed > 0 ? bad : "(the list)");
         rc = -1;
@@ -344,7 +344,7 @@ int fm_ckpt_info(const char *path, char *err, int cap)
     int rc = fm_h5_list(f, stdout);
     int datasets = 0, checked = 0;
     char bad[256];
-    const int failed = fm_h5_verify(f, &datasets, &checked, bad, sizeof bad);
+    const int failed = fm_h5_verify(f, "/", &datasets, &checked, bad, sizeof bad);
     if (failed == 0)
         printf("checksums: %d of %d datasets carry a Fletcher32 checksum; every dataset reads back%s\n", checked,
                datasets, checked < datasets ? " (scalars, and files before checksums, have none)" : " and verifies");

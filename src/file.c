@@ -33,22 +33,26 @@ int fm_file_fsync_dir_of(const char *path)
     return fm_file_fsync(dirname(buf));
 }
 
-static const char *kind_of(mode_t m)
+/* 0 when the stat that stat_failed reports succeeded on a regular file; else -1 after err says
+ * what path is instead ("cannot open WHAT PATH: ...", "WHAT PATH is a FIFO: ..."). */
+static int judge(int stat_failed, const struct stat *st, const char *path, const char *what, char *err, int cap)
 {
-    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" :
-           S_ISCHR(m) || S_ISBLK(m) ? "a device" : "not a regular file";
+    const mode_t m = st->st_mode;
+    if (stat_failed) fm_errorf(err, cap, "cannot open %s %s: %s", what, path, strerror(errno));
+    else if (!S_ISREG(m))
+        fm_errorf(err, cap, "%s %s is %s: allowed: a regular file", what, path,
+                  S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" :
+                  S_ISCHR(m) || S_ISBLK(m) ? "a device" : "not a regular file");
+    else return 0;
+    return -1;
 }
 
 FILE *fm_file_open_regular(const char *path, const char *what, char *err, int cap)
 {
     /* O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st)) {
-        fm_errorf(err, cap, "cannot open %s %s: %s", what, path, strerror(errno));
-    } else if (!S_ISREG(st.st_mode)) {
-        fm_errorf(err, cap, "%s %s is %s: allowed: a regular file", what, path, kind_of(st.st_mode));
-    } else {
+    struct stat st = {0};
+    if (judge(fd < 0 || fstat(fd, &st), &st, path, what, err, cap) == 0) {
         FILE *f = fcntl(fd, F_SETFL, 0) == 0 ? fdopen(fd, "rb") : NULL;
         if (f) return f;
         fm_errorf(err, cap, "cannot open %s %s: %s", what, path, strerror(errno));
@@ -59,10 +63,8 @@ FILE *fm_file_open_regular(const char *path, const char *what, char *err, int ca
 
 int fm_file_check_regular(const char *path, const char *what, char *err, int cap)
 {
-    FILE *f = fm_file_open_regular(path, what, err, cap);
-    if (!f) return -1;
-    fclose(f);
-    return 0;
+    struct stat st = {0}; /* stat never waits on a FIFO */
+    return judge(stat(path, &st) != 0, &st, path, what, err, cap);
 }
 
 int fm_file_exists(const char *path, char *err, int cap)

@@ -121,11 +121,10 @@ int fm_h5_save(fm_h5 f, const char *path)
     return rc;
 }
 
-fm_h5 fm_h5_open(const char *path)
+/* Opens read-only a path its caller checked is a regular file; -1 when it is not HDF5. */
+static fm_h5 open_file(const char *path)
 {
-    char err[64];
     quiet();
-    if (fm_file_check_regular(path, "file", err, sizeof err)) return -1;
     if (H5Fis_hdf5(path) <= 0) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     return f < 0 ? -1 : f;
@@ -511,6 +510,7 @@ static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *
 
 typedef struct {
     int datasets, checked, failed;
+    const char *group; /* the visited group: names are relative to it */
     char first_bad[256];
 } verify_state;
 
@@ -525,7 +525,7 @@ static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void
     hid_t ds = listed ? H5Dopen2(g, name, H5P_DEFAULT) : -1;
     if (ds < 0) { /* an object whose header does not read back */
         v->datasets++;
-        if (v->failed++ == 0) snprintf(v->first_bad, sizeof v->first_bad, "/%s", name);
+        if (v->failed++ == 0) snprintf(v->first_bad, sizeof v->first_bad, "%s/%s", v->group, name);
         return 0;
     }
     hid_t dcpl = H5Dget_create_plist(ds), ft = H5Dget_type(ds), sp = H5Dget_space(ds);
@@ -543,9 +543,7 @@ static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void
     free(buf);
     v->datasets++;
     v->checked += has;
-    if (!ok) {
-        if (v->failed++ == 0) snprintf(v->first_bad, sizeof v->first_bad, "/%s", name);
-    }
+    if (!ok && v->failed++ == 0) snprintf(v->first_bad, sizeof v->first_bad, "%s/%s", v->group, name);
     if (mt >= 0) H5Tclose(mt);
     H5Sclose(sp);
     H5Tclose(ft);
@@ -554,10 +552,15 @@ static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void
     return 0;
 }
 
-int fm_h5_verify(fm_h5 f, int *datasets, int *checked, char *first_bad, size_t cap)
+int fm_h5_verify(fm_h5 f, const char *group, int *datasets, int *checked, char *first_bad, size_t cap)
 {
-    verify_state v = {0, 0, 0, ""};
-    const int rc = H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, verify_one, &v) < 0 ? -1 : v.failed;
+    verify_state v = {0, 0, 0, strcmp(group, "/") == 0 ? "" : group, ""};
+    int rc = 0;
+    if (strcmp(group, "/") == 0 || H5Lexists(f, group, H5P_DEFAULT) > 0) {
+        hid_t g = H5Gopen2(f, group, H5P_DEFAULT);
+        rc = g < 0 || H5Lvisit(g, H5_INDEX_NAME, H5_ITER_INC, verify_one, &v) < 0 ? -1 : v.failed;
+        if (g >= 0) H5Gclose(g);
+    }
     *datasets = v.datasets;
     *checked = v.checked;
     snprintf(first_bad, cap, "%s", v.first_bad);
@@ -616,7 +619,7 @@ int fm_h5_stamp(fm_h5 f, const char *format)
 fm_h5 fm_h5_open_fm(const char *path, const char *want, char *err, int cap)
 {
     if (fm_file_check_regular(path, want ? want : "file", err, cap)) return -1;
-    fm_h5 f = fm_h5_open(path);
+    fm_h5 f = open_file(path);
     if (f < 0) {
         fm_errorf(err, cap, "%s is not an HDF5 file (or is truncated): expected an fm %s", path, want ? want : "file");
         return -1;

@@ -146,7 +146,7 @@ static void apply_overrides(fm_config *cfg, int argc, char **argv, int first, co
  * moments and moving average, the target; activations not counted), said, and refused when this
  * node's ranks together would need over 80% of its memory. Before fm_config_validate, which
  * builds the target. */
-static void check_memory(const fm_config *cfg)
+static void check_memory(const fm_config *cfg, int ranks)
 {
     char err[512];
     fm_model m;
@@ -155,7 +155,6 @@ static void check_memory(const fm_config *cfg)
     fm_model_free(&m);
     const double state = params * (cfg->ema > 0 ? 5 : 4) + target;
     const double ckpt = params * (cfg->ema > 0 ? 4 : 3) + target / 2;
-    const int ranks = fm_comm_node_ranks();
     const double have = fm_file_node_memory();
     if (!fm_comm_all_ok(have <= 0 || state * ranks <= 0.8 * have)) { /* rank 0 says it with its node's figures */
         fm_errorf(err, sizeof err, "the run needs about %.0f MB a rank (parameters and optimiser state %.0f MB, target "
@@ -177,10 +176,10 @@ static void check_memory(const fm_config *cfg)
 static void validate(const fm_config *cfg)
 {
     char err[1024];
-    check_memory(cfg);
+    const int ranks = fm_comm_node_ranks();
+    check_memory(cfg, ranks);
     if (fm_config_validate(cfg, err, sizeof err)) fail_all(err);
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    const int ranks = fm_comm_node_ranks();
     int over = cores > 0 && cfg->threads > cores;
     if (fm_comm_all_ok(!over) == 0) {
         fm_errorf(err, sizeof err, "[train] threads = %ld but a node of this job has fewer cores: allowed: at most "

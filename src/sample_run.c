@@ -47,8 +47,10 @@ static void *gather(const void *mine, uint64_t nloc, size_t row, uint64_t total)
 /* Rank 0, after the gathers: the samples file, built in memory and written to tmp with plain
  * POSIX calls like a checkpoint (a full disk is an ordinary write error, never a half-written
  * parallel HDF5 file). 0, or -1 with errno set when the disk said why. */
+_Static_assert(sizeof(int) == sizeof(int32_t), "the counts and labels are written as int32");
+
 static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, const float *x, const float *traj,
-                      const int *nfe, const int *y)
+                      const int32_t *nfe /* [N] */, const int32_t *y /* [N] or NULL */)
 {
     const uint64_t N = (uint64_t)cfg->sample_n, T = (uint64_t)cfg->sample_steps + 1, M = recorded(cfg);
     const uint64_t D = (uint64_t)cfg->dim;
@@ -59,21 +61,16 @@ static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, con
     fm_ode_opts o;
     const int adaptive = fm_sample_run_opts(&o, cfg);
     const uint64_t sd[2] = {N, D}, td[3] = {M, T, D}, tt[1] = {T};
-    int32_t *i32 = fm_malloc(sizeof(int32_t) * (N ? N : 1));
-    for (uint64_t i = 0; i < N; i++) i32[i] = nfe[i];
     int rc = fm_h5_stamp(f, "samples") || fm_h5_attr_str(f, "/", "config", mt->config_text) ||
              fm_h5_attr_str(f, "/", "solver", cfg->solver) || fm_h5_attr_i64(f, "/", "steps", cfg->sample_steps) ||
              fm_h5_attr_i64(f, "/", "checkpoint_step", mt->checkpoint_step) ||
              fm_h5_attr_f64(f, "/", "nfe_mean", mt->nfe_mean) || fm_h5_attr_i64(f, "/", "nfe_max", (int64_t)mt->nfe_max) ||
              (adaptive && (fm_h5_attr_f64(f, "/", "atol", cfg->atol) || fm_h5_attr_f64(f, "/", "rtol", cfg->rtol))) ||
-             fm_h5_write_i32(f, "/nfe", i32, 1, sd) || fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
+             fm_h5_write_i32(f, "/nfe", nfe, 1, sd) || fm_h5_attr_i64(f, "/", "seed", cfg->sample_seed) ||
              fm_h5_attr_str(f, "/", "weights", mt->ema ? "ema" : "raw") ||
              (mt->rows && fm_h5_write_row_shape(f, mt->rows)) || fm_h5_write_f32(f, "/samples", x, 2, sd) ||
              fm_h5_write_f32(f, "/trajectories", traj, 3, td) || fm_h5_write_f32(f, "/times", times, 1, tt);
-    if (rc == 0 && y) {
-        for (uint64_t i = 0; i < N; i++) i32[i] = y[i];
-        rc = fm_h5_attr_f64(f, "/", "guidance", cfg->guidance) || fm_h5_write_i32(f, "/labels", i32, 1, sd);
-    }
+    if (rc == 0 && y) rc = fm_h5_attr_f64(f, "/", "guidance", cfg->guidance) || fm_h5_write_i32(f, "/labels", y, 1, sd);
     /* Named dimensions: (sample, dim), (trajectory, times, dim) with /times the time coordinate. */
     static const char *const by_sample[] = {"/sample", "/dim"}, *const by_trajectory[] = {"/trajectory", "/times", "/dim"};
     if (rc == 0)
@@ -82,7 +79,6 @@ static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, con
              fm_h5_attach(f, "/nfe", by_sample, 1) || (y && fm_h5_attach(f, "/labels", by_sample, 1)) ||
              fm_h5_attach(f, "/trajectories", by_trajectory, 3);
     free(times);
-    free(i32);
     if (rc) {
         fm_h5_discard(f);
         errno = 0;

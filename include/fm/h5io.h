@@ -18,8 +18,6 @@ fm_h5 fm_h5_create_memory(void);
 /* Closes an in-memory file and writes its image to path with plain POSIX calls, then fsync:
  * a full disk is an ordinary write error (errno set), never a half-closed HDF5 file. */
 int fm_h5_save(fm_h5 f, const char *path);
-/* Opens read-only; -1 when missing or not HDF5. */
-fm_h5 fm_h5_open(const char *path);
 /* The file's size in bytes (what a size read from the file may be checked against). */
 uint64_t fm_h5_file_size(fm_h5 f);
 /* Flushes to the OS and closes. */
@@ -81,10 +79,11 @@ int fm_h5_attr_read_f64v(fm_h5 f, const char *obj, const char *name, double *val
 
 /* Lists every dataset with its shape and type, one per line. */
 int fm_h5_list(fm_h5 f, FILE *out);
-/* Reads every dataset whole: how many failed (a checksum mismatch or another read error), the
- * first one's name in first_bad; datasets counted, and of those how many carry a Fletcher32
- * checksum (files of fmtrain before checksums have none). -1 when the file cannot be walked. */
-int fm_h5_verify(fm_h5 f, int *datasets, int *checked, char *first_bad, size_t cap);
+/* Reads every dataset under group ("/": the whole file; a missing group holds none) whole: how
+ * many failed (a checksum mismatch or another read error), the first one's path in first_bad;
+ * datasets counted, and of those how many carry a Fletcher32 checksum (files of fmtrain before
+ * checksums have none). -1 when the group cannot be walked. */
+int fm_h5_verify(fm_h5 f, const char *group, int *datasets, int *checked, char *first_bad, size_t cap);
 /* 1 when the last failed fm_h5_read_* failed on a checksum (the data is not what was written). */
 int fm_h5_checksum_failed(void);
 
