@@ -75,16 +75,55 @@ void fm_comm_allreduce_sum_f64(double *buf, int n)
 
 double fm_comm_time(void) { return MPI_Wtime(); }
 
+static void exchange(const float *send, size_t ns, float *recv, size_t nr, int partner)
+{
+    FM_CHECK(ns <= (size_t)INT_MAX && nr <= (size_t)INT_MAX, "tree all-reduce of %zu floats: too long a half", ns);
+    MPI_OK(MPI_Sendrecv(send, (int)ns, MPI_FLOAT, partner, 0, recv, (int)nr, MPI_FLOAT, partner, 0, MPI_COMM_WORLD,
+                        MPI_STATUS_IGNORE));
+}
+
+void fm_comm_allreduce_sum_tree(float *buf, float *scratch, size_t n)
+{
+    FM_CHECK((g_size & (g_size - 1)) == 0, "tree all-reduce on %d ranks: needs a power of two", g_size);
+    size_t lo[32], hi[32]; /* the range each level split */
+    size_t a = 0, b = n;   /* the range this rank sums */
+    int levels = 0;
+    /* Level l pairs ranks differing in bit l: after it, a rank's range holds the sum over its
+     * aligned block of 2^(l+1) ranks, lower block + upper block (+ commutes exactly: both
+     * partners would compute the same bits; each computes one half). */
+    for (int mask = 1; mask < g_size; mask <<= 1, levels++) {
+        const int upper = (g_rank & mask) != 0;
+        const size_t mid = a + (b - a) / 2;
+        lo[levels] = a;
+        hi[levels] = b;
+        exchange(upper ? buf + a : buf + mid, upper ? mid - a : b - mid, scratch, upper ? b - mid : mid - a,
+                 g_rank ^ mask);
+        if (upper) a = mid;
+        else b = mid;
+        for (size_t i = a; i < b; i++) buf[i] += scratch[i - a];
+    }
+    for (int l = levels - 1; l >= 0; l--) { /* every rank's finished range to every rank */
+        const int upper = (g_rank & (1 << l)) != 0;
+        const size_t oa = upper ? lo[l] : b, ob = upper ? a : hi[l];
+        exchange(buf + a, b - a, buf + oa, ob - oa, g_rank ^ (1 << l));
+        a = lo[l];
+        b = hi[l];
+    }
+}
+
 void fm_comm_allreduce_sum_i64(int64_t *buf, size_t n) { allreduce_sum(buf, n, MPI_INT64_T, sizeof *buf); }
 
 static MPI_Request g_pending[FM_COMM_MAX_PENDING];
 static int g_npending = 0;
 
-void fm_comm_iallreduce_sum(float *buf, size_t n)
+void fm_comm_iallreduce_sum(float *sum, const float *part, size_t n)
 {
-    if (g_size == 1) return;
+    if (g_size == 1) {
+        memcpy(sum, part, sizeof(float) * n);
+        return;
+    }
     FM_CHECK(g_npending < FM_COMM_MAX_PENDING && n <= (size_t)INT_MAX, "too many pending all-reduces");
-    MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_pending[g_npending++]));
+    MPI_OK(MPI_Iallreduce(part, sum, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_pending[g_npending++]));
 }
 
 /* Open MPI moves non-blocking collectives forward only inside MPI calls: poke them. */

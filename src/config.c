@@ -98,7 +98,7 @@ static const key_spec keys[] = {
      "the loss on the held-out rows (/x_test) every this many steps, into the history; 0 = never"},
     {"train", "eval_n", T_INT, OFF(eval_n), 1, 1e9, 0, 0, "2000", 0, "held-out rows the validation loss uses (the first ones)"},
     {"train", "deterministic", T_INT, OFF(deterministic), 0, 1 << 20, 0, 0, "0", 0,
-     "K > 0: the global batch cut into K shards whose gradients are computed alone and summed exactly (fixed point), so the run is the same bits on any number of ranks dividing K (and the same train.threads); 0 = off"},
+     "K > 0: the global batch cut into K shards whose gradients are computed alone and summed in an order independent of the ranks (K a power of two: a fixed tree of float sums; other K: fixed point), so the run is the same bits on any number of ranks dividing K (and the same train.threads); 0 = off"},
     {"train", "coupling", T_WORD, OFF(coupling), 0, 0, 0, fm_coupling_name, "independent", 1,
      "pairs of x0 and z: independent draws, or ot: an optimal assignment (squared distance) over the whole global batch, the same on any number of ranks"},
     {"train", "t_dist", T_WORD, OFF(t_dist), 0, 0, 0, fm_path_t_dist_name, "uniform", 1,

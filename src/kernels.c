@@ -99,6 +99,11 @@ FM_CLONES void fm_kern_fixed_to_float(float *g, const int64_t *acc, double down,
     for (size_t i = 0; i < n; i++) g[i] = (float)((double)acc[i] * down);
 }
 
+FM_CLONES void fm_kern_add(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 FM_CLONES void fm_kern_silu(float *y, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + exp_fast(-x[i]));

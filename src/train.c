@@ -64,11 +64,13 @@ fm_trainer *fm_trainer_new(const fm_config *cfg, const fm_dataset *data)
     }
     /* Every rank must make the same collective calls, so overlap needs every shard non-empty. */
     tr->overlap = strcmp(cfg->overlap, "on") == 0 && P > 1 && cfg->batch >= P && cfg->deterministic == 0;
+    if (tr->overlap) tr->part = fm_malloc(sizeof(float) * (n + FM_NSLOTS));
     if (cfg->deterministic > 0) {
         FM_CHECK(cfg->deterministic % P == 0, "train.deterministic = %ld on %d ranks (not a divisor)", cfg->deterministic, P);
         tr->nshards = (int)(cfg->deterministic / P);
-        tr->shard_grad = fm_malloc(sizeof(float) * (size_t)tr->nshards * (n + FM_NSLOTS));
-        tr->fixed = fm_malloc(sizeof(int64_t) * (n + FM_NSLOTS));
+        if (tr->nshards > 1) tr->shard_grad = fm_malloc(sizeof(float) * (size_t)(tr->nshards - 1) * (n + FM_NSLOTS));
+        if ((cfg->deterministic & (cfg->deterministic - 1)) == 0) tr->tree_scratch = fm_malloc(sizeof(float) * ((n + FM_NSLOTS + 1) / 2));
+        else tr->fixed = fm_malloc(sizeof(int64_t) * (n + FM_NSLOTS));
     }
     return tr;
 }
@@ -80,7 +82,7 @@ void fm_trainer_free(fm_trainer *tr)
     free(tr->t); free(tr->x0); free(tr->z); free(tr->xt); free(tr->u); free(tr->dout); free(tr->y); free(tr->drop);
     free(tr->ema);
     free(tr->x0_all); free(tr->z_all); free(tr->y_all); free(tr->perm);
-    free(tr->shard_grad); free(tr->fixed);
+    free(tr->shard_grad); free(tr->tree_scratch); free(tr->fixed); free(tr->part);
     fm_assign_work_free(tr->assign);
     fm_dist_free(tr->source);
     fm_model_work_free(tr->work);
@@ -89,13 +91,14 @@ void fm_trainer_free(fm_trainer *tr)
     free(tr);
 }
 
-/* Overlap: a finished gradient range starts its all-reduce at once. The range that ends the
- * parameters runs on over the slots, so the loss and the stop request travel with it. */
+/* Overlap: a finished gradient range starts its all-reduce at once, from the rank's gradient
+ * (tr->part, where the last backward wrote) into tr->grad. The range that ends the parameters
+ * runs on over the slots, so the loss and the stop request travel with it. */
 static void grad_done(void *ctx, size_t lo, size_t hi)
 {
     fm_trainer *tr = ctx;
     if (hi == tr->model.nparams) hi += FM_NSLOTS;
-    fm_comm_iallreduce_sum(tr->grad + lo, hi - lo);
+    fm_comm_iallreduce_sum(tr->grad + lo, tr->part + lo, hi - lo);
     fm_comm_progress();
 }
 
@@ -156,25 +159,41 @@ static double run_samples(fm_trainer *tr, float *grad, long first, long count, l
     return loss;
 }
 
+/* Shard s of this rank's in deterministic mode: shard 0 in grad itself, the others in shard_grad. */
+static float *shard(fm_trainer *tr, int s)
+{
+    return s ? tr->shard_grad + (size_t)(s - 1) * (tr->model.nparams + FM_NSLOTS) : tr->grad;
+}
+
 /* Deterministic mode (train.deterministic = K): this rank's shards, each computed alone into its
- * own buffer, then summed exactly: every value in fixed point (int64, scaled by a power of two
- * from the largest value of any shard: one max all-reduce; truncated, so values below 2^-61 of
- * the largest are lost), an integer all-reduce, and back. An
- * integer sum does not depend on its order, so the gradient is the same bits on any P dividing K. */
+ * own buffer, then summed in an order that does not depend on the number of ranks. K a power of
+ * two: a balanced tree of float sums over the K shards in shard order, the rank's own subtrees
+ * here and the rest by fm_comm_allreduce_sum_tree (P divides K, so P is a power of two too and
+ * every rank's shards form a subtree). Any other K: every value in fixed point (int64, scaled by
+ * a power of two from the largest value of any shard: one max all-reduce; truncated, so values
+ * below 2^-61 of the largest are lost), an integer all-reduce (an integer sum has no order), and
+ * back. Either way the gradient is the same bits on any P dividing K. */
 static void deterministic_sum(fm_trainer *tr, long step, float scale, fm_step_times *tm, double *t0)
 {
     const fm_config *cfg = &tr->cfg;
     const size_t n = tr->model.nparams, len = n + FM_NSLOTS;
     const long K = cfg->deterministic, k0 = K * fm_comm_rank() / fm_comm_size();
-    double m = 0.0;
     for (int s = 0; s < tr->nshards; s++) {
         const long k = k0 + s, first = cfg->batch * k / K, count = cfg->batch * (k + 1) / K - first;
-        float *g = tr->shard_grad + (size_t)s * len;
-        memset(g, 0, sizeof(float) * len);
+        float *g = shard(tr, s);
+        if (s) memset(g, 0, sizeof(float) * len);
         g[n + FM_SLOT_LOSS] = (float)(scale * run_samples(tr, g, first, count, step, scale, 0, tm, t0));
     }
-    fill_requests(tr->shard_grad, n, step);
-    for (int s = 0; s < tr->nshards; s++) m = fmax(m, (double)fm_kern_absmax(tr->shard_grad + (size_t)s * len, len));
+    fill_requests(tr->grad, n, step);
+    if (tr->tree_scratch) {
+        for (int w = 1; w < tr->nshards; w *= 2) /* shard s += shard s + w: lower + upper */
+            for (int s = 0; s + w < tr->nshards; s += 2 * w)
+                fm_kern_add(shard(tr, s), shard(tr, s + w), len);
+        fm_comm_allreduce_sum_tree(tr->grad, tr->tree_scratch, len);
+        return;
+    }
+    double m = 0.0;
+    for (int s = 0; s < tr->nshards; s++) m = fmax(m, (double)fm_kern_absmax(shard(tr, s), len));
     fm_comm_allreduce_max(&m, 1);
     if (!isfinite(m)) { /* the step is not applied (fm_trainer_step's finiteness check) */
         for (size_t i = 0; i < len; i++) tr->grad[i] = NAN;
@@ -188,7 +207,7 @@ static void deterministic_sum(fm_trainer *tr, long step, float scale, fm_step_ti
     while ((1L << kbits) < K) kbits++;
     const double up = ldexp(1.0, 61 - e - kbits), down = ldexp(1.0, -(61 - e - kbits));
     memset(tr->fixed, 0, sizeof(int64_t) * len);
-    for (int s = 0; s < tr->nshards; s++) fm_kern_fixed_add(tr->fixed, tr->shard_grad + (size_t)s * len, up, len);
+    for (int s = 0; s < tr->nshards; s++) fm_kern_fixed_add(tr->fixed, shard(tr, s), up, len);
     fm_comm_allreduce_sum_i64(tr->fixed, len);
     fm_kern_fixed_to_float(tr->grad, tr->fixed, down, len);
 }
@@ -210,7 +229,8 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
 
     FM_CHECK(fm_fpmode_ok(), "the floating-point mode of this thread does not flush subnormals (fm_fpmode_set "
              "runs in fm_trainer_new; something reset it since)");
-    memset(tr->grad, 0, sizeof(float) * (n + FM_NSLOTS));
+    float *mine = tr->overlap ? tr->part : tr->grad; /* where this rank's gradient is summed */
+    memset(mine, 0, sizeof(float) * (n + FM_NSLOTS));
     fm_model_prepare(tr->work, tr->params); /* the params the optimiser changed last step */
     const int overlap = tr->overlap;
     if (tr->assign) { /* every rank draws and pairs the whole global batch, identically */
@@ -226,10 +246,10 @@ fm_step_result fm_trainer_step(fm_trainer *tr, fm_step_times *times)
         tm.draw += t1 - t0;
         t0 = t1;
     }
-    if (tr->shard_grad) {
+    if (tr->nshards) {
         deterministic_sum(tr, step, scale, &tm, &t0);
     } else {
-        const double loss = run_samples(tr, tr->grad, tr->i0, tr->nloc, step, scale, overlap, &tm, &t0);
+        const double loss = run_samples(tr, mine, tr->i0, tr->nloc, step, scale, overlap, &tm, &t0);
         if (!overlap) {
             slots[FM_SLOT_LOSS] = (float)(scale * loss);
             fill_requests(tr->grad, n, step);

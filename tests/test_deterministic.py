@@ -1,5 +1,6 @@
 """train.deterministic = K: the same run bit for bit on 1, 2, 4 and 8 ranks (oversubscribed), for
-the seed model and a small U-Net, across a resume that changes the number of ranks; without it,
+the seed model and a small U-Net (K a power of two: a tree of float sums), on 1, 2, 3 and 6 (K = 6:
+fixed point), across a resume that changes the number of ranks; without it,
 runs differ by rounding (so the comparison can fail); the inputs it refuses."""
 import sys
 
@@ -27,24 +28,40 @@ def differing(a, b):
     return [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
 
 
+RING = {"OMPI_MCA_coll_tuned_use_dynamic_rules": "1", "OMPI_MCA_coll_tuned_allreduce_algorithm": "4"}
 SEED = ["--train.steps=25", "--train.log_every=5", "--sample.n=0", "--optim.ema=0.99"]
 
 
-def test_seed_model_bit_identical_on_1_2_4_8_ranks(tmp_path):
+def same_on(tmp_path, ranks, args):
+    """Runs ARGS on each number of ranks; asserts identical checkpoints; returns the datasets."""
     ref = None
-    for p in (1, 2, 4, 8):
+    for p in ranks:
         d = tmp_path / f"np{p}"
-        run(["-c", SEED_INI, "-o", d, *SEED, "--train.deterministic=8"], np_=p)
+        run(["-c", SEED_INI, "-o", d, *args], np_=p)
         got = datasets(d / "checkpoint.h5")
         if ref is None:
             ref = got
         else:
             assert differing(got, ref) == [], f"{p} ranks"
+    return ref
+
+
+def test_seed_model_bit_identical_on_1_2_4_8_ranks(tmp_path):
+    ref = same_on(tmp_path, (1, 2, 4, 8), [*SEED, "--train.deterministic=8"])
+    # Whatever all-reduce algorithm the MPI library picks (here Open MPI's ring, forced): the same.
+    d = tmp_path / "ring"
+    run(["-c", SEED_INI, "-o", d, *SEED, "--train.deterministic=8"], np_=4, env=RING)
+    assert differing(datasets(d / "checkpoint.h5"), ref) == [], "4 ranks, ring all-reduce"
     # The default mode sums in another order on 4 ranks: the same run only to rounding.
     d = tmp_path / "plain"
     run(["-c", SEED_INI, "-o", d, *SEED], np_=4)
     run(["-c", SEED_INI, "-o", tmp_path / "plain1", *SEED])
     assert "model/layer_0/weight" in differing(datasets(d / "checkpoint.h5"), datasets(tmp_path / "plain1" / "checkpoint.h5"))
+
+
+def test_fixed_point_sum_bit_identical_on_1_2_3_6_ranks(tmp_path):
+    """K not a power of two: the shards are summed in fixed point, for 3 and 6 ranks as well."""
+    same_on(tmp_path, (1, 2, 3, 6), [*SEED, "--train.deterministic=6"])
 
 
 def test_resume_on_another_number_of_ranks(tmp_path):
@@ -66,15 +83,7 @@ def test_unet_bit_identical_on_1_2_4_8_ranks(tmp_path):
             "--model.res_blocks=1", "--model.groups=4", "--model.time_embed=fourier", "--model.t_dim=8",
             "--model.classes=2", "--model.y_dim=4", "--path.schedule=linear", "--train.batch=16", "--train.steps=4",
             "--train.microbatch=3", "--train.log_every=2", "--sample.n=0", "--train.deterministic=8"]
-    ref = None
-    for p in (1, 2, 4, 8):
-        d = tmp_path / f"np{p}"
-        run(["-c", SEED_INI, "-o", d, *unet], np_=p)
-        got = datasets(d / "checkpoint.h5")
-        if ref is None:
-            ref = got
-        else:
-            assert differing(got, ref) == [], f"{p} ranks"
+    same_on(tmp_path, (1, 2, 4, 8), unet)
 
 
 @pytest.mark.parametrize("args,np_,frags", [

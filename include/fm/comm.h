@@ -19,10 +19,14 @@ void fm_comm_gather(void *dst, const void *src, size_t bytes);
 /* In-place sum over ranks of n floats (the flat gradient with the loss appended). */
 void fm_comm_allreduce_sum(float *buf, size_t n);
 
-/* Non-blocking in-place sums (for overlap with the backward): start one, let pending ones
- * progress, wait for all. At most FM_COMM_MAX_PENDING at once. */
+/* Non-blocking sums (for overlap with the backward): sum[i] = the sum over ranks of part[i];
+ * start one, let pending ones progress, wait for all; part must stay unchanged until then. Not
+ * in place on purpose: Open MPI 4.1's libnbc runs an in-place sum as a binomial reduce and
+ * broadcast of the whole vector (2 log2 P rounds of n), and one from another buffer of 64 KiB or
+ * more on 4 ranks or more as recursive halving and doubling (README: Scaling). At most
+ * FM_COMM_MAX_PENDING at once. */
 #define FM_COMM_MAX_PENDING 64
-void fm_comm_iallreduce_sum(float *buf, size_t n);
+void fm_comm_iallreduce_sum(float *sum /* [n] */, const float *part /* [n] */, size_t n);
 void fm_comm_progress(void);
 void fm_comm_wait(void);
 
@@ -31,6 +35,11 @@ void fm_comm_allreduce_max(double *buf, int n);
 /* Seconds of MPI's clock (MPI_Wtime): under a simulator (SimGrid's SMPI), the simulated time. */
 double fm_comm_time(void);
 
+/* In-place sum over ranks of n floats in a fixed tree: ((r0 + r1) + (r2 + r3)) + ..., so every
+ * rank gets the same bits whatever the MPI library's own algorithms (the deterministic mode's
+ * float path). Recursive halving, then doubling: a ring's bandwidth in 2 log2(P) messages. The
+ * number of ranks must be a power of two. scratch: [(n + 1) / 2]. */
+void fm_comm_allreduce_sum_tree(float *buf /* [n] */, float *scratch, size_t n);
 /* In-place exact sum over ranks of n 64-bit integers (the deterministic mode's fixed point). */
 void fm_comm_allreduce_sum_i64(int64_t *buf, size_t n);
 /* In-place sum over ranks of n doubles (counts, sums of per-row figures). */

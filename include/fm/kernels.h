@@ -41,6 +41,8 @@ void fm_kern_silu_grad(float *out /* [n] */, const float *base /* [n] */, const 
 float fm_kern_absmax(const float *x /* [n] */, size_t n);
 void fm_kern_fixed_add(int64_t *acc /* [n] */, const float *g /* [n] */, double up, size_t n);
 void fm_kern_fixed_to_float(float *g /* [n] */, const int64_t *acc /* [n] */, double down, size_t n);
+/* y[i] += x[i]: the deterministic mode's tree of shard sums (one rounding an element, any build). */
+void fm_kern_add(float *y /* [n] */, const float *x /* [n] */, size_t n);
 
 /* Threads of the BLAS behind the wide layers' products (one per rank by default: the MPI
  * convention). */

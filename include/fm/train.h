@@ -53,9 +53,12 @@ typedef struct {
     int *y_all, *perm;            /* [batch] labels; perm[i]: the x0 row paired with z row i */
     fm_assign_work *assign;
     int overlap;                  /* all-reduce each finished gradient range during the backward */
-    /* train.deterministic = K: this rank's K / P shards' gradients, alone, and their fixed-point sum */
+    float *part;                  /* [nparams + FM_NSLOTS] overlap: this rank's gradient, summed into grad */
+    /* train.deterministic = K: this rank's K / P shards' gradients, alone (shard 0 in grad), summed
+     * in a fixed tree (K a power of two) or in fixed point (any other K) */
     int nshards;
-    float *shard_grad;            /* [nshards, nparams + FM_NSLOTS] */
+    float *shard_grad;            /* [nshards - 1, nparams + FM_NSLOTS] shards 1, 2, ... */
+    float *tree_scratch;          /* [(nparams + FM_NSLOTS + 1) / 2] the tree all-reduce's halves */
     int64_t *fixed;               /* [nparams + FM_NSLOTS] */
     const fm_dataset *test;       /* held-out rows for the validation loss, or NULL */
 } fm_trainer;
