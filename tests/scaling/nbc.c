@@ -15,6 +15,7 @@
 #include "fm/comm.h"
 #include "fm/error.h"
 
+#define MPI_DO(call) FM_CHECK((call) == MPI_SUCCESS, "nbc: %s failed", #call)
 #define MAX_ROUNDS 48
 #define MAX_XFERS 16
 
@@ -104,8 +105,8 @@ static void start_round(coll *c)
     for (int i = 0; i < r->nx; i++) {
         const xfer *x = &r->x[i];
         float *p = (x->recv && x->reduce ? c->tmp : c->buf) + x->off;
-        if (x->recv) MPI_Irecv(p, (int)x->len, MPI_FLOAT, x->peer, c->tag, MPI_COMM_WORLD, &c->req[c->nreq++]);
-        else MPI_Isend(p, (int)x->len, MPI_FLOAT, x->peer, c->tag, MPI_COMM_WORLD, &c->req[c->nreq++]);
+        if (x->recv) MPI_DO(MPI_Irecv(p, (int)x->len, MPI_FLOAT, x->peer, c->tag, MPI_COMM_WORLD, &c->req[c->nreq++]));
+        else MPI_DO(MPI_Isend(p, (int)x->len, MPI_FLOAT, x->peer, c->tag, MPI_COMM_WORLD, &c->req[c->nreq++]));
     }
 }
 
@@ -114,7 +115,7 @@ static void advance(coll *c)
 {
     while (c->cur < c->nr) {
         int flag;
-        MPI_Testall(c->nreq, c->req, &flag, MPI_STATUSES_IGNORE);
+        MPI_DO(MPI_Testall(c->nreq, c->req, &flag, MPI_STATUSES_IGNORE));
         if (!flag) return;
         const round *r = &c->r[c->cur];
         for (int i = 0; i < r->nx; i++)
@@ -127,8 +128,8 @@ static void advance(coll *c)
 void fm_comm_iallreduce_sum(float *sum, const float *part, size_t n)
 {
     int rank, p;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &p);
+    MPI_DO(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    MPI_DO(MPI_Comm_size(MPI_COMM_WORLD, &p));
     memcpy(sum, part, sizeof(float) * n); /* libnbc's first step out of place; then in sum */
     if (p == 1) return;
     FM_CHECK(g_n < FM_COMM_MAX_PENDING && n <= (size_t)1 << 30, "nbc: too many pending all-reduces");
@@ -160,7 +161,7 @@ void fm_comm_wait(void)
                 for (int j = 0; j < g_coll[i].nreq; j++) all[m++] = g_coll[i].req[j];
         if (m == 0) break;
         int done, idx[FM_COMM_MAX_PENDING * MAX_XFERS];
-        MPI_Waitsome(m, all, &done, idx, MPI_STATUSES_IGNORE);
+        MPI_DO(MPI_Waitsome(m, all, &done, idx, MPI_STATUSES_IGNORE));
         m = 0; /* the completed requests are MPI_REQUEST_NULL now: back into their rounds */
         for (int i = 0; i < g_n; i++)
             if (g_coll[i].cur < g_coll[i].nr)
