@@ -11,7 +11,6 @@
 
 #define MAX_DIM (1 << 24) /* numbers per row: a 2048 x 2048 RGBA image */
 
-/* The node's physical memory in bytes (0 when unknown). */
 static int probe_x(fm_dataset *v, size_t *bytes, fm_h5 f, const char *name, const char *path, char *err, int cap)
 {
     int rank;

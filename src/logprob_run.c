@@ -127,15 +127,10 @@ int fm_logprob_run(const char *path, const fm_config *cfg, const char *config_te
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     /* Gathered on rank 0 and written as one in-memory image, like the samples (sample_run.c). */
     const size_t row = sizeof(float) * (size_t)D;
-    float *all[4] = {NULL, NULL, NULL, NULL}; /* x, x0, logp, logp0 */
-    int32_t *nfe_all = fm_comm_rank() == 0 ? fm_malloc(sizeof(int32_t) * (N ? N : 1)) : NULL;
+    float *all[4]; /* x, x0, logp, logp0 */
     const float *mine[4] = {x, x0, logp, logp0};
-    for (int k = 0; k < 4; k++) {
-        const size_t bytes = k < 2 ? row : sizeof(float);
-        if (fm_comm_rank() == 0) all[k] = fm_malloc(bytes * (N ? N : 1));
-        fm_comm_gather(all[k], mine[k], bytes * n);
-    }
-    fm_comm_gather(nfe_all, nfe, sizeof(int) * n);
+    for (int k = 0; k < 4; k++) all[k] = fm_sample_run_gather(mine[k], n, k < 2 ? row : sizeof(float), N);
+    int32_t *nfe_all = fm_sample_run_gather(nfe, n, sizeof(int), N);
     int rc = 0;
     if (fm_comm_rank() == 0) {
         const uint64_t xd[2] = {N, (uint64_t)D};

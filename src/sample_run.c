@@ -35,19 +35,18 @@ typedef struct {
     const fm_row_shape *rows; /* the data's row shape and value range, or NULL */
 } meta;
 
-/* Collective: every rank's rows of `row` bytes, gathered on rank 0 in trajectory order (a new
- * buffer there, NULL elsewhere). */
-static void *gather(const void *mine, uint64_t nloc, size_t row, uint64_t total)
+void *fm_sample_run_gather(const void *mine, uint64_t nloc, size_t row, uint64_t total)
 {
     void *all = fm_comm_rank() == 0 ? fm_malloc(row * (total ? total : 1)) : NULL;
     fm_comm_gather(all, mine, row * nloc);
     return all;
 }
 
+_Static_assert(sizeof(int) == sizeof(int32_t), "the counts and labels are written as int32");
+
 /* Rank 0, after the gathers: the samples file, built in memory and written to tmp with plain
  * POSIX calls like a checkpoint (a full disk is an ordinary write error, never a half-written
  * parallel HDF5 file). 0, or -1 with errno set when the disk said why. */
-_Static_assert(sizeof(int) == sizeof(int32_t), "the counts and labels are written as int32");
 
 static int write_file(const char *tmp, const fm_config *cfg, const meta *mt, const float *x, const float *traj,
                       const int32_t *nfe /* [N] */, const int32_t *y /* [N] or NULL */)
@@ -220,8 +219,10 @@ int fm_sample_run(const char *path, const fm_config *cfg, const char *config_tex
     fm_comm_allreduce_sum_f64(&nfe_stat[0], 1);
     fm_comm_allreduce_max(&nfe_stat[1], 1);
     const meta mt = {config_text, checkpoint_step, ema, N ? nfe_stat[0] / (double)N : 0.0, nfe_stat[1], rows};
-    float *x_all = gather(x, nloc, sizeof(float) * D, N), *traj_all = gather(traj, mloc, sizeof(float) * T * D, M);
-    int *nfe_all = gather(nfe, nloc, sizeof(int), N), *y_all = y ? gather(y, nloc, sizeof(int), N) : NULL;
+    float *x_all = fm_sample_run_gather(x, nloc, sizeof(float) * D, N);
+    float *traj_all = fm_sample_run_gather(traj, mloc, sizeof(float) * T * D, M);
+    int *nfe_all = fm_sample_run_gather(nfe, nloc, sizeof(int), N);
+    int *y_all = y ? fm_sample_run_gather(y, nloc, sizeof(int), N) : NULL;
     int rc = r == 0 ? write_file(tmp, cfg, &mt, x_all, traj_all, nfe_all, y_all) : 0;
     free(x);
     free(traj);

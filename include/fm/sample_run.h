@@ -40,6 +40,10 @@ int fm_sample_run_may_write(const char *path, const char *format, char *err, int
  * removed, path left as it was, and every rank returns -1 with err. */
 int fm_sample_run_commit(const char *tmp, const char *path, int rc, char *err, int cap);
 
+/* Collective: every rank's nloc rows of `row` bytes, gathered on rank 0 in rank order into a new
+ * buffer of total rows (NULL on the other ranks): the samples' and log-likelihoods' writers. */
+void *fm_sample_run_gather(const void *mine, uint64_t nloc, size_t row, uint64_t total);
+
 /* Collective. Writes path atomically (temporary file, then rename by rank 0); a conditional
  * model's trajectories get labels (sample.classes), guided by sample.guidance, and /labels.
  * ema: params are the moving average (recorded as the attribute weights); rows (may be NULL):
