@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "fm/error.h"
-#include "fm/simd.h"
+#include "fm/kern_ops.h"
 
 static const char *const couplings[] = {"independent", "ot"};
 
@@ -24,7 +24,7 @@ fm_assign_work *fm_assign_work_new(int cap)
     w->col_row = fm_malloc(sizeof(int) * (size_t)cap);
     w->free_rows = fm_malloc(sizeof(int) * (size_t)cap);
     w->cols = fm_malloc(sizeof(int) * (size_t)cap);
-    w->pred = fm_malloc(sizeof(long long) * (size_t)cap);
+    w->pred = fm_malloc(sizeof(int64_t) * (size_t)cap);
     w->matches = fm_malloc(sizeof(int) * (size_t)cap);
     return w;
 }
@@ -142,55 +142,6 @@ static int row_reduction(fm_assign_work *w, int n, int nfree)
     return nfree;
 }
 
-typedef double v8d __attribute__((vector_size(64)));
-typedef double v8du __attribute__((vector_size(64), aligned(8), may_alias));
-typedef long long v8l __attribute__((vector_size(64)));
-typedef long long v8lu __attribute__((vector_size(64), aligned(8), may_alias));
-
-/* One Dijkstra step: relaxes the unsettled columns through row i (offset h) and returns the
- * least tentative length, and in *arg the first column that has it. Settled columns have price -inf in vw and length +inf in d, so the
- * loop has no branch on them; blends in vectors of 8 (every clone computes the same: comparisons
- * and one subtraction order, no reassociation). */
-FM_CLONES static double relax(int *arg, double *restrict d, long long *restrict pred, const double *restrict ci,
-                              const double *restrict vw, double h, long long i, int n)
-{
-    v8d minv = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
-    const v8l iv = {i, i, i, i, i, i, i, i}, eight = {8, 8, 8, 8, 8, 8, 8, 8};
-    v8l col = {0, 1, 2, 3, 4, 5, 6, 7}, argv = col;
-    int j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const v8d v2 = *(const v8du *)(ci + j) - *(const v8du *)(vw + j) - h, dj = *(const v8du *)(d + j);
-        const v8l better = v2 < dj;
-        const v8d nd = (v8d)(((v8l)v2 & better) | ((v8l)dj & ~better));
-        *(v8du *)(d + j) = nd;
-        *(v8lu *)(pred + j) = (iv & better) | (*(const v8lu *)(pred + j) & ~better);
-        const v8l less = nd < minv; /* strictly: each lane keeps its first least column */
-        minv = (v8d)(((v8l)nd & less) | ((v8l)minv & ~less));
-        argv = (col & less) | (argv & ~less);
-        col += eight;
-    }
-    double min = INFINITY;
-    long long best = n;
-    for (int k = 0; k < 8; k++)
-        if (minv[k] < min || (minv[k] == min && argv[k] < best)) {
-            min = minv[k];
-            best = argv[k];
-        }
-    for (; j < n; j++) {
-        const double v2 = ci[j] - vw[j] - h;
-        if (v2 < d[j]) {
-            d[j] = v2;
-            pred[j] = i;
-        }
-        if (d[j] < min) {
-            min = d[j];
-            best = j;
-        }
-    }
-    *arg = (int)best;
-    return min;
-}
-
 /* A shortest augmenting path (Dijkstra on reduced costs, one column settled at a time) from free
  * row r to a free column, then the settled columns' prices and the flip along the path. */
 static void augment(fm_assign_work *w, int n, int r)
@@ -198,7 +149,8 @@ static void augment(fm_assign_work *w, int n, int r)
     const double *c = w->cost;
     double *d = w->d, *v = w->v, *vw = w->vw, *dset = w->dset;
     int *settled = w->cols;
-    long long *pred = w->pred;
+    int64_t *pred = w->pred;
+    const fm_coupling_ops *ops = fm_isa_coupling();
     for (int j = 0; j < n; j++) {
         d[j] = c[(size_t)r * n + j] - v[j];
         vw[j] = v[j];
@@ -222,7 +174,7 @@ static void augment(fm_assign_work *w, int n, int r)
         vw[j1] = -INFINITY;
         const int i = w->col_row[j1];
         const double h = c[(size_t)i * n + j1] - v[j1] - min;
-        min = relax(&j1, d, pred, c + (size_t)i * n, vw, h, i, n);
+        min = ops->relax(&j1, d, pred, c + (size_t)i * n, vw, h, i, n);
     }
     for (int k = 0; k < nset; k++) {
         const int j = settled[k];

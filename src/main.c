@@ -12,6 +12,7 @@
 #include "fm/error.h"
 #include "fm/file.h"
 #include "fm/data_load.h"
+#include "fm/isa.h"
 #include "fm/kernels.h"
 #include "fm/logprob_run.h"
 #include "fm/progress.h"
@@ -413,6 +414,8 @@ int main(int argc, char **argv)
     check_launcher_env();
     fm_comm_init(&argc, &argv);
     fm_stop_install();
+    char err[256];
+    if (fm_isa_init(err, sizeof err)) fail_all(err); /* every rank reads the same FM_ISA */
     const char *cmd = argc > 1 ? argv[1] : "--help";
     int status;
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
@@ -421,7 +424,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "--version")) {
         if (fm_comm_rank() == 0)
             printf("fmtrain %s (%s; file format %d; kernels %s)\n", fm_version_release(), fm_version_git(),
-                   FM_FORMAT_VERSION, fm_kern_isa());
+                   FM_FORMAT_VERSION, fm_isa_name(fm_isa_active()));
         status = 0;
     } else if (!strcmp(cmd, "keys")) {
         if (fm_comm_rank() == 0) fm_config_print_keys();

@@ -13,3 +13,18 @@ flags+=(-DFM_WERROR="$([ "${FM_WERROR:-0}" = 1 ] && echo ON || echo OFF)")
 cmake -S . -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" --output-on-failure "$@"
+
+# The numerics once more under each narrower build of the kernels this CPU runs (FM_ISA,
+# include/fm/isa.h): an AVX-512 machine tests the AVX2 kernels (with OpenBLAS's Haswell kernels,
+# as on AMD's Zen, unless OPENBLAS_CORETYPE is set already) and the SSE2 ones; an AVX2 machine
+# the SSE2 ones. The C unit tests run every build in one process already.
+widest=$("$build/fmtrain" --version | sed -n 's/.*kernels \([^)]*\)).*/\1/p')
+for isa in x86-64-v3 baseline; do
+  [ "$isa" = "$widest" ] && continue
+  FM_ISA=$isa "$build/fmtrain" --version >/dev/null 2>&1 || continue
+  env=(FM_ISA="$isa")
+  [ "$isa" = x86-64-v3 ] && [ -z "${OPENBLAS_CORETYPE:-}" ] && env+=(OPENBLAS_CORETYPE=Haswell)
+  echo "== the numerics' end-to-end tests with ${env[*]}"
+  env "${env[@]}" ctest --test-dir "$build" --output-on-failure \
+    -R '^(e2e_train|unet|recipes|deterministic|overlap|compat|unit_train|noalloc_1rank)$'
+done

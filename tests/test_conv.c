@@ -268,7 +268,7 @@ static void check_upsample(void)
     CHECK(fabs(a - b) < 1e-4 * (1 + fabs(a)), "upsample backward is not the adjoint: %g vs %g", a, b);
 }
 
-int main(void)
+static void check_all(void)
 {
     check_conv(3, 4, 7, 5, 1, 1);
     check_conv(3, 4, 7, 5, 2, 3);
@@ -284,16 +284,25 @@ int main(void)
           c.ho == 4, "output sizes");
     check_groupnorm();
     check_upsample();
-    check_direct(16, 20, 5, 28, 2, 1);  /* 14 14 */
-    check_direct(17, 16, 3, 61, 1, 1);  /* 16 16 16 8 4 1 */
-    check_direct(3, 33, 2, 31, 2, 1);   /* 16 14 1; transposed: too few outputs */
-    check_direct(32, 16, 7, 14, 3, 1);  /* 14 */
-    check_direct(20, 18, 7, 7, 2, 1);   /* 7 */
-    check_direct(16, 16, 4, 16, 1, 1);  /* 16 */
-    check_direct(16, 17, 1, 8, 1, 1);   /* 8 */
+    /* rows split into tiles (AVX-512, at most 16 pixels; AVX2, 6; SSE2, 2) */
+    check_direct(16, 20, 5, 28, 2, 1);  /* 14 14; 6 6 6 5 5 */
+    check_direct(17, 16, 3, 61, 1, 1);  /* 16 15 15 15; 6 x 9 + 7 */
+    check_direct(3, 33, 2, 31, 2, 1);   /* 16 15; 6 ... 5; transposed: too few outputs */
+    check_direct(32, 16, 7, 14, 3, 1);  /* 14; 5 5 4 */
+    check_direct(20, 18, 7, 7, 2, 1);   /* 7; 4 3 */
+    check_direct(16, 16, 4, 16, 1, 1);  /* 16; 6 5 5 */
+    check_direct(16, 17, 1, 8, 1, 1);   /* 8; 4 4 */
     check_direct(16, 32, 28, 28, 2, 2); /* stride 2: rows of 14 */
-    check_direct(5, 17, 7, 9, 2, 2);    /* 4 x 5 outputs: 4 1 */
+    check_direct(5, 17, 7, 9, 2, 2);    /* 4 x 5 outputs: 5; 5 */
     check_few(32, 1, 28, 28, 2);
     check_few(7, 3, 5, 9, 3);
+}
+
+int main(void)
+{
+    /* Every build of the kernels this machine runs (SSE2, AVX2, AVX-512), each with its own tiles;
+     * the direct kernels are forced on where they apply, the builds that use them by default
+     * (AVX2 and wider) and SSE2 too. */
+    check_each_isa(check_all);
     return check_report("test_conv");
 }

@@ -57,7 +57,7 @@ static double worst_reduced_cost(const fm_assign_work *w, const int *col, int n)
     return worst;
 }
 
-int main(void)
+static void check_all(void)
 {
     fm_assign_work *w = fm_assign_work_new(400);
     int col[400];
@@ -110,5 +110,11 @@ int main(void)
     }
     fm_assign_work_free(w);
     CHECK(fm_names_find(fm_coupling_name, "ot") == FM_COUPLING_OT && fm_coupling_name(2) == NULL, "names");
+}
+
+int main(void)
+{
+    /* Every build of the kernels this machine runs (SSE2, AVX2, AVX-512). */
+    check_each_isa(check_all);
     return check_report("test_coupling");
 }

@@ -21,7 +21,7 @@ static double dact_d(double x, int act)
     return x > 0 ? 1 : 0;
 }
 
-int main(void)
+static void check_all(void)
 {
     /* exp: relative error < 3e-7 (about 2 ulp) over the whole range used; 0 and overflow clamp to finite. */
     double worst = 0;
@@ -79,10 +79,8 @@ int main(void)
     CHECK(et < 1e-5, "thin forward error %g", et);
 
     /* Thin weight and bias gradients, every width 1..FM_THIN_INPUT (each its own loop), 41
-     * columns (vector blocks and a remainder) at a row stride of 45, against loops, in blocks of
-     * 16 and of 8 columns (the two register files). */
-    for (int wide = 1; wide >= 0; wide--)
-    for (int in = (fm_kern_set_wide(wide), 1); in <= FM_THIN_INPUT; in++) {
+     * columns (vector blocks and a remainder) at a row stride of 45, against loops. */
+    for (int in = 1; in <= FM_THIN_INPUT; in++) {
         enum { LD = W + 4 };
         float g2[N * LD], a2[N * FM_THIN_INPUT], dW[W * FM_THIN_INPUT], db[W];
         fm_rng_normal(g2, 4, 0, 0, FM_STREAM_EVAL, N * LD);
@@ -101,17 +99,14 @@ int main(void)
                 ew = fmax(ew, fabs(dW[j * in + k] - sw));
             }
         }
-        CHECK(ew < 1e-5 && eb < 1e-5, "thin gradients (wide %d), %d inputs: errors %g %g", wide, in, ew, eb);
+        CHECK(ew < 1e-5 && eb < 1e-5, "thin gradients, %d inputs: errors %g %g", in, ew, eb);
     }
-    fm_kern_set_wide(-1);
 
     /* Narrow layers (out <= 16) against double loops: 16 outputs (the direct path) and fewer
      * (padded), K with and without a remainder of 16 (or 8), rows in blocks of 8 (or 4) and a
-     * remainder, a row stride of K + 3, the input gradient times each activation's derivative;
-     * both blockings, for 32 registers of 16 floats and for 16 of 8, whatever this machine runs. */
+     * remainder, a row stride of K + 3, the input gradient times each activation's derivative. */
     const int outs[] = {16, 5, 1}, Ks[] = {41, 32, 7};
-    for (int wide = 1; wide >= 0; wide--)
-    for (int oi = (fm_kern_set_wide(wide), 0); oi < 3; oi++)
+    for (int oi = 0; oi < 3; oi++)
         for (int ki = 0; ki < 3; ki++)
             for (int act = 0; act < 3; act++) {
                 enum { NR = 13, KMAX = 41, LMAX = KMAX + 3 };
@@ -147,10 +142,9 @@ int main(void)
                         for (int o = 0; o < out; o++) s += (double)g3[i * out + o] * W3[o * K + k];
                         eg = fmax(eg, fabs(ga[i * L + k] - s * dact_d(pre[i * L + k], act)));
                     }
-                CHECK(ey < 1e-4 && ew < 1e-4 && eg < 1e-4, "narrow layer (wide %d) out %d, K %d, act %d: errors %g %g %g",
-                      wide, out, K, act, ey, ew, eg);
+                CHECK(ey < 1e-4 && ew < 1e-4 && eg < 1e-4, "narrow layer out %d, K %d, act %d: errors %g %g %g", out, K,
+                      act, ey, ew, eg);
             }
-    fm_kern_set_wide(-1);
     /* The deterministic mode's fixed point: the largest magnitude (NaN as infinite), and sums that do
      * not depend on their order: shards added in any order give the same bits. */
     {
@@ -173,5 +167,11 @@ int main(void)
         fm_kern_fixed_to_float(back, a, down, N);
         for (int i = 0; i < N; i++) CHECK_NEAR(back[i], (double)g[0][i] + g[1][i] + g[2][i], 1e-6 * (1 + fabs(back[i])));
     }
+}
+
+int main(void)
+{
+    /* Every build this machine runs (SSE2, AVX2, AVX-512): each has its own tiles. */
+    check_each_isa(check_all);
     return check_report("test_kernels");
 }

@@ -237,7 +237,7 @@ static void check_known_solution(void)
     fm_ode_work_free(w);
 }
 
-int main(void)
+static void check_all(void)
 {
     fm_fpmode_set(); /* as every thread that computes (fm/fpmode.h); fm_ode_solve checks it */
     fm_model m;
@@ -358,5 +358,11 @@ int main(void)
     CHECK(solver("rk4") == 3 && solver("dopri5") == 4 && solver("rk45") == -1 && fm_ode_solver_name(5) == NULL, "names");
     check_known_solution();
     check_guidance();
+}
+
+int main(void)
+{
+    /* Every build of the kernels this machine runs (SSE2, AVX2, AVX-512). */
+    check_each_isa(check_all);
     return check_report("test_ode");
 }

@@ -103,7 +103,16 @@ def test_logprob_of_a_gaussian(gauss_run, tmp_path):
         assert abs(kl) < 0.05, f"{name}: KL estimate {kl}"
         assert np.std(x) == pytest.approx(2.0, rel=0.05)  # the points are the target's draws
         res[name] = lp
-    np.testing.assert_allclose(res["d5np2"], res["d5"], rtol=1e-5, atol=1e-5)
+    # 1 and 2 ranks: every row is its own dopri5 problem, but which rows share a BLAS call (the
+    # 64-wide layer's sgemm) differs, and OpenBLAS's result for a row may depend on that at float
+    # rounding (its Haswell and Zen kernels do: 3 rows of 2000 here). A rounding-level change of
+    # the field can flip one accept/reject of the step controller; both step sequences then meet
+    # the tolerance, and the two results differ by up to the solver's global error, which the RK4
+    # comparison below bounds by 2e-3. Rows whose steps did not change agree to float rounding of
+    # the log-density's sum over some 20 steps (1e-5 relative).
+    diff = np.abs(res["d5np2"] - res["d5"])
+    assert np.mean(diff <= 1e-5 * (1 + np.abs(res["d5"]))) >= 0.99, f"1 and 2 ranks differ on {np.mean(diff > 1e-5):.1%}"
+    assert diff.max() < 2e-3, f"1 and 2 ranks differ by {diff.max()}"
     np.testing.assert_allclose(res["rk4"], res["d5"], atol=2e-3)
     # Hutchinson is unbiased, one probe per point: noisy per point, right on average.
     assert abs(res["hutch"].mean() - res["rk4"].mean()) < 0.05

@@ -4,7 +4,7 @@
 #include "check.h"
 #include "fm/rng.h"
 
-int main(void)
+static void check_all(void)
 {
     /* Known-answer vectors of Random123's kat_vectors for philox4x32 with 10 rounds. */
     static const uint32_t kat[3][10] = {
@@ -103,5 +103,11 @@ int main(void)
         }
         CHECK(same, "normal rows of width %d differ from the per-index draws", D);
     }
+}
+
+int main(void)
+{
+    /* Every build of the kernels this machine runs (SSE2, AVX2, AVX-512). */
+    check_each_isa(check_all);
     return check_report("test_rng");
 }

@@ -180,8 +180,9 @@ static void expect_refused(const char *const kv[][2], const char *needle)
 
 int main(void)
 {
-    check_shapes_and_batching();
-    check_gradient();
+    /* Every build of the kernels this machine runs (SSE2, AVX2, AVX-512). */
+    check_each_isa(check_shapes_and_batching);
+    check_each_isa(check_gradient);
     const char *const odd[][2] = {{"model.type", "unet"}, {"data.shape", "1,28,28"}, {"data.dim", "784"},
                                   {"model.time_embed", "fourier"}, {"model.channels", "8,8,8,8"}, {NULL, NULL}};
     expect_refused(odd, "cannot be halved 3 times");

@@ -35,8 +35,8 @@ void fm_conv_backward(float *dW /* [cout, cin, 3, 3] */, float *db /* [cout] */,
 /* Without im2col (src/conv_direct.c): a direct kernel over weights packed by output channel
  * blocks of 16. transposed = 1: the convolution whose output is the input gradient of c (dx =
  * W^T dy: in and out swapped, taps flipped; stride 1 only). Used where fm_conv_direct_ok says so:
- * at least 16 outputs and (unless fm_conv_set_direct overrides: tests) a machine with AVX-512,
- * where 16 vectors of 16 floats and more stay in registers. */
+ * at least 16 outputs and (unless fm_conv_set_direct overrides: tests) kernels of AVX2 or wider
+ * (include/fm/isa.h), whose registers hold a tile of 6 (AVX2) or 16 (AVX-512) pixels. */
 int fm_conv_direct_ok(const fm_conv *c, int transposed);
 void fm_conv_set_direct(int on); /* 1 always, 0 never, -1 by the machine */
 size_t fm_conv_packed_size(const fm_conv *c, int transposed); /* floats */

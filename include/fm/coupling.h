@@ -8,6 +8,8 @@
 #ifndef FM_COUPLING_H
 #define FM_COUPLING_H
 
+#include <stdint.h>
+
 /* "independent" "ot": the list of fm/names.h. */
 const char *fm_coupling_name(int i);
 enum { FM_COUPLING_INDEPENDENT = 0, FM_COUPLING_OT = 1 };
@@ -20,7 +22,7 @@ typedef struct {
     double *vw, *dset;         /* [cap] prices during a search, lengths of the settled columns */
     int *row_col, *col_row;    /* [cap] the assignment both ways */
     int *free_rows, *cols, *matches; /* [cap] */
-    long long *pred;           /* [cap] each column's row on its shortest path (64-bit: blended in vectors) */
+    int64_t *pred;             /* [cap] each column's row on its shortest path (64-bit: blended in vectors) */
 } fm_assign_work;
 
 fm_assign_work *fm_assign_work_new(int cap);

@@ -2,9 +2,10 @@
  * first layer (few inputs: D coordinates and t), narrow layers (at most 16 outputs: the seed's
  * bottleneck and the output layer), bias sums. At the seed's sizes they are most of the step.
  * Branch-free loops over a fast exp (Cody-Waite reduction, degree-6 polynomial: relative error
- * < 3e-7, about 2 ulp) and 16-float vectors that the compiler maps to the machine's registers;
- * on x86-64 each kernel is also built for AVX2+FMA and AVX-512 and picked at run time, so the
- * binary still runs on every node. NaN in gives NaN out (non-finite detection relies on it). */
+ * < 3e-7, about 2 ulp) and vectors of the build's width (include/fm/vec.h); on x86-64 each
+ * kernel is built for SSE2, AVX2+FMA and AVX-512 and one build is picked at run time
+ * (include/fm/isa.h), so the binary still runs on every node. NaN in gives NaN out (non-finite
+ * detection relies on it). */
 #ifndef FM_KERNELS_H
 #define FM_KERNELS_H
 
@@ -47,15 +48,6 @@ void fm_kern_add(float *y /* [n] */, const float *x /* [n] */, size_t n);
 /* Threads of the BLAS behind the wide layers' products (one per rank by default: the MPI
  * convention). */
 void fm_kern_blas_threads(int threads);
-
-/* Which build of the kernels runs on this machine: "x86-64-v4" (AVX-512), "x86-64-v3" (AVX2 and
- * FMA), or "baseline" (no run-time choice: other machines, or a sanitizer build). Results are
- * bit-identical between machines that run the same one. */
-const char *fm_kern_isa(void);
-
-/* For tests: 1 makes the narrow kernels block for 32 registers of 16 floats (as under AVX-512),
- * 0 for 16 registers of 8 floats (AVX2 and older), -1 restores the choice by fm_kern_isa. */
-void fm_kern_set_wide(int on);
 
 /* exp(x) as the kernels compute it (for tests). */
 float fm_kern_exp(float x);
