@@ -23,6 +23,7 @@
 #include "fm/data_load.h"
 #include "fm/config.h"
 #include "fm/error.h"
+#include "fm/isa.h"
 #include "fm/names.h"
 #include "fm/ode.h"
 #include "fm/rng.h"
@@ -58,6 +59,45 @@ static double sgemm_peak(void)
     }
     free(a); free(b); free(c);
     return median(g, 5);
+}
+
+/* The core's FMA peak for the kernels' build in use: GFLOP/s of 12 independent chains of vector
+ * FMAs (latency 4 cycles x 2 or 3 pipes on current cores), median of 5 runs of 0.1 s or so. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FMA_LOOP(NAME, TARGET, VEC, SET1, FMADD, ADD, LANES)                               \
+    __attribute__((target(TARGET))) static double NAME(long iters)                        \
+    {                                                                                     \
+        VEC acc[12], m = SET1(0.999999f), c = SET1(1e-7f);                                \
+        for (int k = 0; k < 12; k++) acc[k] = SET1((float)k);                             \
+        for (long i = 0; i < iters; i++)                                                  \
+            for (int k = 0; k < 12; k++) acc[k] = FMADD(acc[k], m, c);                    \
+        VEC s = acc[0];                                                                   \
+        for (int k = 1; k < 12; k++) s = ADD(s, acc[k]);                                  \
+        float out[LANES];                                                                 \
+        memcpy(out, &s, sizeof out);                                                      \
+        return 2.0 * LANES * 12 * (double)iters + 0.0 * out[0];                           \
+    }
+FMA_LOOP(fma16, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16)
+FMA_LOOP(fma8, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, 8)
+#endif
+
+static double fma_peak(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    double (*loop)(long) = fm_isa_active() == FM_ISA_AVX512 ? fma16 : fm_isa_active() == FM_ISA_AVX2 ? fma8 : NULL;
+    if (!loop) return 0.0;
+    double g[5];
+    const long iters = 4000000;
+    loop(iters / 10);
+    for (int r = 0; r < 5; r++) {
+        const double t = fm_now(), flops = loop(iters);
+        g[r] = flops / (fm_now() - t) / 1e9;
+    }
+    return median(g, 5);
+#else
+    return 0.0;
+#endif
 }
 
 static char *read_file(const char *path)
@@ -174,8 +214,8 @@ int main(int argc, char **argv)
     sample_time[1] = (double)ru.ru_maxrss / 1024.0; /* MB */
     fm_comm_allreduce_max(sample_time, 2);
     /* The limit last, so that its large matrices do not count in the memory above. */
-    double peak = 0.0;
-    if (rank == 0) peak = sgemm_peak();
+    double peak = 0.0, fpeak = 0.0;
+    if (rank == 0) peak = sgemm_peak(), fpeak = fma_peak();
     fm_comm_bcast(&peak, sizeof peak);
     double evals = 0.0; /* field evaluations of all trajectories */
     for (long i = 0; i < nloc; i++) evals += nfe[i];
@@ -191,7 +231,10 @@ int main(int argc, char **argv)
                cfg.threads > 1 ? "s" : "", tr->model.ops->name, shape);
         printf(", batch %ld, microbatch %ld, overlap %s, %s weights\n", cfg.batch, cfg.microbatch,
                tr->overlap ? "on" : "off", checkpoint ? "trained" : "fresh");
+        printf("  kernels %s; FMA peak (1 core)  %8.1f GFLOP/s\n", fm_isa_name(fm_isa_active()), fpeak);
         printf("  sgemm peak (1 thread, %dx%d)   %8.1f GFLOP/s\n", 1536, 1536, peak);
+        printf("  step at %.0f%% of %d x the FMA peak; sampler at %.0f%%\n", 100 * gflops / (fpeak * P), P,
+               100 * sample_flops / sample_time[0] / 1e9 / (fpeak * P));
         printf("  step FLOPs                      %8.1f MFLOP (FLOP time at %d x peak: %.3f ms); per sample "
                "forward %.3f, backward %.3f MFLOP\n", step_flops / 1e6, P, step_flops / limit / 1e6, fwd / 1e6, bwd / 1e6);
         printf("  step time (median of %d)        %8.3f ms  = %.1f GFLOP/s, %.0f%% of %d x peak\n", steps, med[0] * 1e3,
@@ -210,7 +253,8 @@ int main(int argc, char **argv)
                     "\"model\": \"%s %s\", \"trained_step\": %ld, \"hidden\": \"", P, cfg.threads, cfg.batch,
                     cfg.microbatch, tr->overlap, tr->model.ops->name, shape, step0);
             for (int l = 0; l < cfg.hidden.n; l++) fprintf(f, "%s%d", l ? "," : "", cfg.hidden.v[l]);
-            fprintf(f, "\", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
+            fprintf(f, "\", \"isa\": \"%s\", \"fma_peak_gflops\": %.3f", fm_isa_name(fm_isa_active()), fpeak);
+            fprintf(f, ", \"sgemm_peak_gflops\": %.3f, \"step_mflop\": %.3f, \"step_ms\": %.4f, \"step_gflops\": %.3f, "
                     "\"fraction_of_peak\": %.4f, \"draw_ms\": %.4f, \"forward_ms\": %.4f, \"backward_ms\": %.4f, "
                     "\"allreduce_ms\": %.4f, \"optim_ms\": %.4f, \"couple_ms\": %.4f, \"samples_per_s\": %.1f, \"sampler_n\": %ld, "
                     "\"sampler_steps\": %ld, \"sampler_s\": %.4f, \"evaluations_per_s\": %.1f, "

@@ -17,6 +17,9 @@
 #   bash tests/bench.sh --ot [-r REPEATS] [-o bench-ot.json]
 # instead measures minibatch OT (train.coupling = ot) on the seed model: the step with and without
 # it, and the assignment alone, at global batches 256, 1000 and 4000 on 1 and $(nproc) ranks.
+# Any of them with --isa NAME (baseline, x86-64-v3, x86-64-v4): fmtrain's kernels of that build
+# (FM_ISA); x86-64-v3 also gives OpenBLAS its Haswell kernels (unless OPENBLAS_CORETYPE is set)
+# and PyTorch its AVX2 ones (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2), as on AMD's Zen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=3
@@ -29,6 +32,12 @@ while [ $# -gt 0 ]; do
     -o) out="$2"; shift 2 ;;
     --unet) unet=1; [ "$out" = bench.json ] && out=bench-unet.json; shift ;;
     --ot) ot=1; [ "$out" = bench.json ] && out=bench-ot.json; shift ;;
+    --isa)
+      export FM_ISA="$2"
+      if [ "$2" = x86-64-v3 ]; then
+        export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+      fi
+      shift 2 ;;
     --) shift; break ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -85,9 +94,12 @@ for f in glob.glob(f"{tmp}/unet*.json"):
     runs.setdefault(r["ranks"], []).append(r)
 med = {p: {k: statistics.median(x[k] for x in rs) for k in rs[0] if isinstance(rs[0][k], (int, float))}
        for p, rs in runs.items()}
+for p, rs in runs.items():
+    med[p]["isa"] = rs[0]["isa"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
 one = med[1]
-print(f"CPU: {cpu}, {P} cores; sgemm peak 1 thread {one['sgemm_peak_gflops']:.1f} GFLOP/s; "
+print(f"CPU: {cpu}, {P} cores; kernels {one.get('isa', '?')}, FMA peak 1 core {one['fma_peak_gflops']:.1f} GFLOP/s; "
+      f"sgemm peak 1 thread {one['sgemm_peak_gflops']:.1f} GFLOP/s; "
       f"U-Net {one['step_mflop'] / one['batch'] / 3:.0f} MFLOP a forward per image (about; step / batch / 3)")
 torch = None
 try:
@@ -106,6 +118,9 @@ if torch:
           f"{torch['forward_images_per_s']:.1f} | {torch['forward_images_per_s']:.1f} | | |")
     print(f"per core, fmtrain / PyTorch: training {one['samples_per_s'] / torch['train_images_per_s']:.2f}x, "
           f"sampling {one['evaluations_per_s'] / torch['forward_images_per_s']:.2f}x")
+fma = one["fma_peak_gflops"] * 1e9
+print(f"of the 1-core FMA peak: fmtrain training {one['step_gflops'] * 1e9 / fma:.0%}, sampling "
+      f"{one['sampler_fraction_of_peak'] * one['sgemm_peak_gflops'] * 1e9 / fma:.0%}")
 json.dump({"cpu": cpu, "runs": {str(p): r for p, r in med.items()}, "pytorch": torch}, open(out, "w"), indent=2)
 print(f"JSON: {out}")
 PY
@@ -189,6 +204,9 @@ res["cpu"] = cpu
 print(f"CPU: {cpu}, {P} cores")
 print(f"sgemm peak, 1 thread: {one['sgemm_peak_gflops']:.1f} GFLOP/s (median of {res['repeats']} runs of fmbench)")
 print(f"step of the seed model: {one['step_mflop']:.1f} MFLOP; its FLOP time at that peak: {one['step_mflop'] / one['sgemm_peak_gflops']:.3f} ms")
+tr = med.get("one_trained", one)
+print(f"kernels {one['isa']}; FMA peak, 1 core: {one['fma_peak_gflops']:.1f} GFLOP/s; the 1-rank step at "
+      f"{one['step_gflops'] / one['fma_peak_gflops']:.0%} of it fresh, {tr['step_gflops'] / one['fma_peak_gflops']:.0%} trained")
 print()
 print("| setting | ranks x threads | batch | step ms | GFLOP/s | of peak | draw | fwd | bwd | all-reduce | optim | samples/s | sampler s (10k x 299) | peak RSS MB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
