@@ -31,14 +31,6 @@ static inline float exp_fast(float x)
     return p * scale;
 }
 
-static void silu_forward(float *post, float *sig, const float *pre, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        const float s = 1.0f / (1.0f + exp_fast(-pre[i]));
-        sig[i] = s;
-        post[i] = pre[i] * s;
-    }
-}
 
 static void silu_backward(float *g, const float *pre, const float *sig, size_t n)
 {
@@ -77,44 +69,87 @@ static void add(float *y, const float *x, size_t n)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+/* exp_fast on a vector: the same operations, lane by lane (blends for the clamps, so NaN still
+ * passes through). GCC's own vectorisation of the scalar loops below was not to be relied on: it
+ * left silu_sums scalar on AVX2 (6.7 ns a value against 0.44 on AVX-512) and made silu divide
+ * twice. */
+FM_INLINE vf vf_select(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+
+FM_INLINE vf exp_vec(vf x)
+{
+    x = vf_select(x < -87.0f, vf_set1(-87.0f), x);
+    x = vf_select(x > 88.0f, vf_set1(88.0f), x);
+    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const vf r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+    vf p = vf_set1(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)bits;
+}
+
+FM_INLINE vf sigmoid_vec(vf x) { return 1.0f / (1.0f + exp_vec(-x)); }
+static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
+FM_INLINE vf silu_vec(vf x) { return x / (1.0f + exp_vec(-x)); }
+static inline float silu1(float x) { return x / (1.0f + exp_fast(-x)); }
+
 static void silu(float *y, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + exp_fast(-x[i]));
+    size_t i = 0;
+    for (; i + FM_VW <= n; i += FM_VW) {
+        vf_store(y + i, silu_vec(vf_load(x + i)));
+    }
+    for (; i < n; i++) y[i] = silu1(x[i]);
 }
 
 static void silu_sums(float *y, double *sum, double *sumsq, const float *x, size_t n)
 {
-    float a[16] = {0}, b[16] = {0};
+    vf a = {0}, b = {0};
     size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) {
-            const float v = x[i + k] / (1.0f + exp_fast(-x[i + k]));
-            y[i + k] = v;
-            a[k] += v;
-            b[k] += v * v;
-        }
+    for (; i + FM_VW <= n; i += FM_VW) {
+        const vf s = silu_vec(vf_load(x + i));
+        vf_store(y + i, s);
+        a += s;
+        b += s * s;
+    }
     double s = 0.0, s2 = 0.0;
     for (; i < n; i++) {
-        y[i] = x[i] / (1.0f + exp_fast(-x[i]));
+        y[i] = silu1(x[i]);
         s += y[i], s2 += (double)y[i] * y[i];
     }
-    for (int k = 0; k < 16; k++) s += a[k], s2 += b[k];
+    for (int k = 0; k < FM_VW; k++) s += a[k], s2 += b[k];
     *sum = s;
     *sumsq = s2;
 }
 
 static void silu_grad(float *out, const float *base, const float *g, const float *x, size_t n)
 {
-    if (base) {
-        for (size_t i = 0; i < n; i++) {
-            const float s = 1.0f / (1.0f + exp_fast(-x[i]));
-            out[i] = base[i] + g[i] * s * (1.0f + x[i] * (1.0f - s));
-        }
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            const float s = 1.0f / (1.0f + exp_fast(-x[i]));
-            out[i] = g[i] * s * (1.0f + x[i] * (1.0f - s));
-        }
+    size_t i = 0;
+    for (; i + FM_VW <= n; i += FM_VW) {
+        const vf v = vf_load(x + i), s = sigmoid_vec(v), d = vf_load(g + i) * s * (1.0f + v * (1.0f - s));
+        vf_store(out + i, base ? vf_load(base + i) + d : d);
+    }
+    for (; i < n; i++) {
+        const float s = sigmoid(x[i]), d = g[i] * s * (1.0f + x[i] * (1.0f - s));
+        out[i] = base ? base[i] + d : d;
+    }
+}
+
+static void silu_forward(float *post, float *sig, const float *pre, size_t n)
+{
+    size_t i = 0;
+    for (; i + FM_VW <= n; i += FM_VW) {
+        const vf v = vf_load(pre + i), s = sigmoid_vec(v);
+        vf_store(sig + i, s);
+        vf_store(post + i, v * s);
+    }
+    for (; i < n; i++) {
+        sig[i] = sigmoid(pre[i]);
+        post[i] = pre[i] * sig[i];
     }
 }
 

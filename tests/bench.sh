@@ -17,6 +17,9 @@
 #   bash tests/bench.sh --ot [-r REPEATS] [-o bench-ot.json]
 # instead measures minibatch OT (train.coupling = ot) on the seed model: the step with and without
 # it, and the assignment alone, at global batches 256, 1000 and 4000 on 1 and $(nproc) ranks.
+#   bash tests/bench.sh --kernels
+# instead times each kernel under each build of the kernels this CPU runs (tests/bench_kernels.c):
+# ns per element and the ratio to the widest build.
 # Any of them with --isa NAME (baseline, x86-64-v3, x86-64-v4): fmtrain's kernels of that build
 # (FM_ISA); x86-64-v3 also gives OpenBLAS its Haswell kernels (unless OPENBLAS_CORETYPE is set)
 # and PyTorch its AVX2 ones (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2), as on AMD's Zen.
@@ -26,12 +29,14 @@ repeats=3
 out=bench.json
 unet=0
 ot=0
+kernels=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) repeats="$2"; shift 2 ;;
     -o) out="$2"; shift 2 ;;
     --unet) unet=1; [ "$out" = bench.json ] && out=bench-unet.json; shift ;;
     --ot) ot=1; [ "$out" = bench.json ] && out=bench-ot.json; shift ;;
+    --kernels) kernels=1; shift ;;
     --isa)
       export FM_ISA="$2"
       if [ "$2" = x86-64-v3 ]; then
@@ -46,7 +51,12 @@ extra=("$@")
 [ ${#extra[@]} -eq 0 ] && extra=(-c jobs/gmm11.ini)
 bash jobs/install-deps.sh
 [ -f build/CMakeCache.txt ] || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)" --target fmbench fmtrain >/dev/null
+cmake --build build -j "$(nproc)" --target fmbench fmbench_kernels fmtrain >/dev/null
+if [ "$kernels" = 1 ]; then
+  grep -m1 "model name" /proc/cpuinfo
+  build/tests/fmbench_kernels
+  exit 0
+fi
 P=$(nproc)
 mpi=(mpirun --bind-to core)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)

@@ -284,16 +284,17 @@ static void check_all(void)
           c.ho == 4, "output sizes");
     check_groupnorm();
     check_upsample();
-    /* rows split into tiles (AVX-512, at most 16 pixels; AVX2, 6; SSE2, 2) */
-    check_direct(16, 20, 5, 28, 2, 1);  /* 14 14; 6 6 6 5 5 */
-    check_direct(17, 16, 3, 61, 1, 1);  /* 16 15 15 15; 6 x 9 + 7 */
-    check_direct(3, 33, 2, 31, 2, 1);   /* 16 15; 6 ... 5; transposed: too few outputs */
-    check_direct(32, 16, 7, 14, 3, 1);  /* 14; 5 5 4 */
-    check_direct(20, 18, 7, 7, 2, 1);   /* 7; 4 3 */
-    check_direct(16, 16, 4, 16, 1, 1);  /* 16; 6 5 5 */
-    check_direct(16, 17, 1, 8, 1, 1);   /* 8; 4 4 */
+    /* tiles: AVX-512 a row at a time, at most 16 pixels (the splits in the comments); AVX2 (6)
+     * and SSE2 (2) over the whole image in raster order, tiles across rows */
+    check_direct(16, 20, 5, 28, 2, 1);  /* 14 14 */
+    check_direct(17, 16, 3, 61, 1, 1);  /* 16 15 15 15 */
+    check_direct(3, 33, 2, 31, 2, 1);   /* 16 15; transposed: too few outputs */
+    check_direct(32, 16, 7, 14, 3, 1);  /* 14 */
+    check_direct(20, 18, 7, 7, 2, 1);   /* 7 */
+    check_direct(16, 16, 4, 16, 1, 1);  /* 16 */
+    check_direct(16, 17, 1, 8, 1, 1);   /* 8 */
     check_direct(16, 32, 28, 28, 2, 2); /* stride 2: rows of 14 */
-    check_direct(5, 17, 7, 9, 2, 2);    /* 4 x 5 outputs: 5; 5 */
+    check_direct(5, 17, 7, 9, 2, 2);    /* 4 x 5 outputs: 5 */
     check_few(32, 1, 28, 28, 2);
     check_few(7, 3, 5, 9, 3);
 }

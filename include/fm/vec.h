@@ -48,6 +48,29 @@ FM_INLINE void vd_store(double *p, vd v) { *(vdu *)p = v; }
 FM_INLINE vl vl_load(const int64_t *p) { return *(const vlu *)p; }
 FM_INLINE void vl_store(int64_t *p, vl v) { *(vlu *)p = v; }
 
+/* a < b ? a : b lane by lane (the min instruction where there is one: its result on equal lanes
+ * or NaN is b, which the blend gives too), and a store of v's lanes where mask is set, the other
+ * lanes of p untouched (a masked store, or a load and a blend). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+FM_INLINE vd vd_min(vd a, vd b) { return (vd)_mm512_min_pd((__m512d)a, (__m512d)b); }
+FM_INLINE void vl_store_where(int64_t *p, vl mask, vl v)
+{
+    _mm512_mask_storeu_epi64(p, _mm512_movepi64_mask((__m512i)mask), (__m512i)v);
+}
+#elif defined(__AVX2__)
+#include <immintrin.h>
+FM_INLINE vd vd_min(vd a, vd b) { return (vd)_mm256_min_pd((__m256d)a, (__m256d)b); }
+FM_INLINE void vl_store_where(int64_t *p, vl mask, vl v) { _mm256_maskstore_epi64((long long *)p, (__m256i)mask, (__m256i)v); }
+#else
+FM_INLINE vd vd_min(vd a, vd b)
+{
+    const vl m = a < b;
+    return (vd)(((vl)a & m) | ((vl)b & ~m));
+}
+FM_INLINE void vl_store_where(int64_t *p, vl mask, vl v) { vl_store(p, (v & mask) | (vl_load(p) & ~mask)); }
+#endif
+
 /* Each kernel file ends with its table of entry points, named by the build's instruction set
  * (FM_ISA_ID, set by CMake): FM_ISA_TABLE(fm_kern_ops) = {...} defines fm_kern_ops_avx2 in the
  * AVX2 build. src/isa.c picks one table of each kind at run time. */
