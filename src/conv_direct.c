@@ -250,4 +250,4 @@ static void wgrad(float *dW, float *db, float *dyt, float *xpad, const fm_conv *
             }
 }
 
-FM_ISA_TABLE(fm_conv_direct_ops) = {.tile = TILE_MAX, .forward = forward, .few = few, .wgrad = wgrad};
+FM_ISA_TABLE(fm_conv_direct_ops) = {.forward = forward, .few = few, .wgrad = wgrad};

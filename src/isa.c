@@ -2,7 +2,6 @@
 #include "fm/isa.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include "fm/error.h"
 #include "fm/kern_ops.h"

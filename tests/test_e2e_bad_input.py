@@ -143,3 +143,27 @@ def test_resume_flag_without_checkpoint(tmp_path):
 
 def test_unknown_argument(outdir):
     assert_refused(["-c", SEED_INI, "-o", outdir, "--frobnicate"], outdir, "unexpected argument '--frobnicate'")
+
+
+@pytest.mark.parametrize("np_", [None, 2])
+def test_bad_isa(outdir, np_):
+    """FM_ISA names the kernels' build (include/fm/isa.h): a word that is none, refused before any
+    work, with the allowed names, on one rank or two (one line, no hang)."""
+    line = assert_refused(["-c", SEED_INI, "-o", outdir], outdir, "FM_ISA = 'avx3'",
+                          "allowed: baseline, x86-64-v3, x86-64-v4", np_=np_, env={"FM_ISA": "avx3"})
+    assert "[rank" not in line  # every rank knows it alike: said once, by rank 0, at the start
+    fresh = outdir.parent / "never"
+    r = run(["-c", SEED_INI, "-o", fresh], np_=np_, check=False, env={"FM_ISA": "avx3"})
+    assert r.returncode != 0 and not fresh.exists(), "refused only after creating the output directory"
+
+
+def test_isa_the_cpu_lacks(outdir):
+    """A build this CPU cannot run is refused with the ones it can (on an AVX2 machine,
+    x86-64-v4; on an AVX-512 one nothing is missing, and the run takes the forced build)."""
+    v = run(["--version"], env={"FM_ISA": ""}).stdout  # empty: the CPU's widest, whatever the caller set
+    if "kernels x86-64-v4" in v:
+        r = run(["--version"], env={"FM_ISA": "x86-64-v3"})
+        assert "kernels x86-64-v3" in r.stdout
+    else:
+        assert_refused(["-c", SEED_INI, "-o", outdir], outdir, "FM_ISA = 'x86-64-v4'", "this CPU cannot run it",
+                       "allowed here: baseline", env={"FM_ISA": "x86-64-v4"})

@@ -32,10 +32,8 @@ typedef struct {
     void (*colsum_add)(float *db, const float *g, int n, int out, int ld);
 } fm_kern_ops;
 
-/* src/conv_direct.c: as documented in include/fm/conv.h; tile: the most output pixels one
- * register tile of the forward holds (16 output channels each). */
+/* src/conv_direct.c: as documented in include/fm/conv.h. */
 typedef struct {
-    int tile;
     void (*forward)(float *y, float *xpad, const fm_conv *c, const float *x, const float *wp, const float *b, int n,
                     int transposed);
     void (*few)(float *y, float *xpad, const fm_conv *c, const float *x, const float *W, const float *b, int n);
