@@ -212,7 +212,8 @@ static void wgrad_one(float *acc, const float *d, const float *x, size_t cs, int
     wgrad_tile(acc, d, x, cs, h, w, 1);
 }
 
-static void wgrad(float *dW, float *db, float *dyt, float *xpad, const fm_conv *c, const float *x, const float *dy, int n)
+static void wgrad(float *dW, float *db, float *dyt, float *xpad, const fm_conv *c, const float *x, const float *dy,
+                  int n)
 {
     const int h = c->h, w = c->w, cin = c->cin, cout = c->cout;
     const size_t hw = (size_t)h * w, npix = (size_t)n * hw;

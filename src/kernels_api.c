@@ -73,4 +73,7 @@ void fm_kern_narrow_backward(float *dW, float *ga, float *pad, const float *g, c
     fm_isa_kern()->narrow_backward(dW, ga, pad, g, a, W, pre, post, aux, n, K, lda, out, act);
 }
 
-void fm_kern_colsum_add(float *db, const float *g, int n, int out, int ld) { fm_isa_kern()->colsum_add(db, g, n, out, ld); }
+void fm_kern_colsum_add(float *db, const float *g, int n, int out, int ld)
+{
+    fm_isa_kern()->colsum_add(db, g, n, out, ld);
+}

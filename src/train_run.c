@@ -189,7 +189,8 @@ int fm_train_run(const fm_config *cfg_in, const char *outdir)
         fm_history_reserve(&hist, hist.n + 102 + (size_t)(cfg->steps / cfg->history_every) + (size_t)(cfg->steps / cfg->log_every) +
                                       (cfg->eval_every ? (size_t)(cfg->steps / cfg->eval_every) : 0));
         printf("fmtrain %s (%s, kernels %s): %d rank%s x %ld thread%s, batch %ld (%ld to %ld per rank, microbatch %d, overlap %s), "
-               "%s %s, %zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(), fm_isa_name(fm_isa_active()), P, P > 1 ? "s" : "",
+               "%s %s, %zu parameters, steps %ld to %ld\n", fm_version_release(), fm_version_git(),
+               fm_isa_name(fm_isa_active()), P, P > 1 ? "s" : "",
                cfg->threads, cfg->threads > 1 ? "s" : "", cfg->batch, cfg->batch / P, (cfg->batch + P - 1) / P, tr->mb,
                tr->overlap ? "on" : "off", tr->model.ops->name, shape, tr->model.nparams, tr->step, cfg->steps);
         printf("---- effective config ----\n%s--------------------------\n", config_text);

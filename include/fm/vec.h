@@ -61,7 +61,10 @@ FM_INLINE void vl_store_where(int64_t *p, vl mask, vl v)
 #elif defined(__AVX2__)
 #include <immintrin.h>
 FM_INLINE vd vd_min(vd a, vd b) { return (vd)_mm256_min_pd((__m256d)a, (__m256d)b); }
-FM_INLINE void vl_store_where(int64_t *p, vl mask, vl v) { _mm256_maskstore_epi64((long long *)p, (__m256i)mask, (__m256i)v); }
+FM_INLINE void vl_store_where(int64_t *p, vl mask, vl v)
+{
+    _mm256_maskstore_epi64((long long *)p, (__m256i)mask, (__m256i)v);
+}
 #else
 FM_INLINE vd vd_min(vd a, vd b)
 {
