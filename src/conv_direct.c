@@ -2,8 +2,8 @@
  * (include/fm/vec.h): each tile of R output pixels keeps R x NV vectors of 16
  * output channels in registers, and every (input channel, tap) adds NV weight vectors times R
  * input pixels, read in place from a zero-bordered copy of the input. The im2col copy and
- * sgemm's packing of it (a fifth of the U-Net's time) are gone. src/conv.c holds the packing
- * and the choice of path, and calls the active build's table. */
+ * sgemm's packing of it (a fifth of the U-Net's time) are gone. src/conv_direct_api.c holds the
+ * packing and the choice of path, and calls the active build's table. */
 #include <string.h>
 
 #include "fm/conv.h"
@@ -21,10 +21,10 @@
 #endif
 
 /* Tiles of R consecutive pixels of the output image in raster order, each pixel's input found by
- * its own pointer, where the longest tile is short (AVX2: 6; SSE2: 2): a 7 x 7 image then takes 8
- * tiles of 6 and 7 x 6 (a row at a time it took 4 + 3 a row, 40% of the FMA rate lost). With
- * AVX-512 (16) a row at a time, one pointer and constant offsets: 16 pointers do not fit in the
- * integer registers, and rows of 28, 14 and 7 split well (14 + 14, 14, 7). */
+ * its own pointer, where the longest tile is short (AVX2: 6; SSE2: 2): a 7 x 7 image then takes
+ * 4 tiles of 6 and 5 of 5, where a row at a time took 4 + 3 in every row. With AVX-512 (16) a row
+ * at a time, one pointer and constant offsets: 16 pointers do not fit in the integer registers,
+ * and rows of 28, 14 and 7 split well (14 + 14, 14, 7). */
 #define RASTER (TILE_MAX <= 8)
 
 /* R output pixels, 16 output channels (kout of them stored). Pixel r's input (channel 0, the row
@@ -80,7 +80,7 @@ static const tile_fn tiles[2][16] = {TILE_ROW(1), TILE_ROW(2)};
 
 /* The tile for the rest of a row (or, RASTER, of an image) of `rem` pixels: as few tiles as the
  * longest allows, of sizes as equal as may be (a row of 28 is two of 14 on AVX-512; an image of
- * 7 x 7 is 6 x 6 + 6 x 5 + ... on AVX2). */
+ * 7 x 7 is 4 x 6 + 5 x 5 on AVX2). */
 static int tile_for(int rem)
 {
     const int m = (rem + TILE_MAX - 1) / TILE_MAX;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A single-node SLURM for the tests, without systemd and without cgroups (see
-# ../shared/notes/slurm.md for why each setting is here).
+# A single-node SLURM for the tests, without systemd and without cgroups (README.md beside this
+# file says why each setting is here).
 #   cluster.sh start DIR   writes DIR/slurm.conf, starts munged, slurmctld, slurmd; waits for the node
 #   cluster.sh stop DIR    stops what start started (by pid)
 # Callers export SLURM_CONF=DIR/slurm.conf. Needs root and Debian's slurmctld slurmd slurm-client munge.
